@@ -1,0 +1,48 @@
+"""Lightning callbacks that write a run's own files (independent of which logger is chosen)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytorch_lightning as pl
+
+from musclelab.io import atomic_write_text
+
+
+def csv_column(key: str) -> str:
+    """Stable CSV column name for a logged key: ``val/dice`` -> ``val_dice``."""
+    return key.replace("/", "_")
+
+
+class EpochMetricsCSV(pl.Callback):
+    """Writes ``metrics.csv``: one row per finished training epoch with every epoch-level metric
+    (train/val loss, val Dice, per-class Dice, learning rate, wall time).
+
+    The file is rewritten atomically after each epoch. On resume, rows of epochs that will be re-run are
+    dropped, so the file always reads as one consistent history.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict] = []
+        self._t0 = 0.0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+        self.rows = []
+        if self.path.exists():
+            old = pd.read_csv(self.path)
+            self.rows = old[old["epoch"] < trainer.current_epoch].to_dict("records")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = {csv_column(k): float(v) for k, v in trainer.callback_metrics.items()
+                   if v.numel() == 1 and not k.startswith("test/")}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+        if trainer.optimizers:
+            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        row["time_s"] = round(time.perf_counter() - self._t0, 3)
+        self.rows.append(row)
+        atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))

@@ -1,0 +1,104 @@
+"""The ``musclelab`` command: ``musclelab <sub-command> ...``.
+
+* ``musclelab train [overrides] [-m]`` — the Hydra training app (any Hydra override or multirun works);
+  ``musclelab train resume=<run dir>`` continues an interrupted run in its own directory.
+* ``musclelab phantom --out DIR --n 50 --site b`` — write phantom cases to disk as NIfTI + meta.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+SUBCOMMANDS = ("train", "phantom")
+
+
+def config_dir() -> Path:
+    """The Hydra config tree: ``$MUSCLELAB_CONF`` or the ``conf/`` folder of the musclelab checkout."""
+    path = Path(os.environ.get("MUSCLELAB_CONF") or Path(__file__).resolve().parents[1] / "conf")
+    if not (path / "train.yaml").exists():
+        raise SystemExit(f"musclelab: no train.yaml in config dir {path}; set MUSCLELAB_CONF to the conf/ folder "
+                         "of a musclelab checkout (pip install -e . keeps it in place)")
+    return path
+
+
+def _quote(value: str) -> str:
+    """Quote a value for a Hydra override when it holds characters the override grammar treats specially."""
+    if re.fullmatch(r"[A-Za-z0-9_./\-]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def resume_overrides(args: list[str]) -> list[str]:
+    """Turn ``resume=<run dir>`` into that run's saved overrides plus the user's new ones, logging into the
+    same directory; other arguments pass through unchanged."""
+    resume = [a for a in args if a.startswith("resume=")]
+    if not resume or resume[-1] in ("resume=null", "resume="):
+        return args
+    run_dir = Path(resume[-1].split("=", 1)[1].strip("'\"")).expanduser().resolve()
+    saved_file = run_dir / ".hydra" / "overrides.yaml"
+    if not saved_file.exists():
+        raise SystemExit(f"musclelab train: resume={run_dir}: no .hydra/overrides.yaml there; "
+                         "give the directory of a run made by `musclelab train`")
+    if "-m" in args or "--multirun" in args:
+        raise SystemExit("musclelab train: resume= continues one run; run it once per run directory, without -m")
+    saved = [o for o in (yaml.safe_load(saved_file.read_text()) or [])
+             if not o.startswith(("resume=", "hydra.run.dir="))]
+    extra = [a for a in args if not a.startswith("resume=")]
+    keys = {a.split("=", 1)[0] for a in extra}
+    kept = [o for o in saved if o.split("=", 1)[0] not in keys]
+    return kept + extra + [f"resume={_quote(str(run_dir))}", f"hydra.run.dir={_quote(str(run_dir))}"]
+
+
+def run_train(args: list[str]) -> None:
+    """Run the Hydra training app with ``args`` as its command line."""
+    import hydra
+    from omegaconf import DictConfig
+
+    from musclelab.train import train
+
+    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
+    def _main(cfg: DictConfig) -> float | None:
+        result = train(cfg)
+        return result.get("best_score")
+
+    sys.argv = ["musclelab train", *resume_overrides(args)]
+    _main()
+
+
+def run_phantom(args: list[str]) -> None:
+    """``musclelab phantom``: write phantom cases as NIfTI image/mask pairs plus meta.csv."""
+    from musclelab.data.phantom import SITES, write_phantom_dataset
+
+    p = argparse.ArgumentParser(prog="musclelab phantom", description="Write synthetic L3 CT cases to disk.")
+    p.add_argument("--out", required=True, type=Path, help="new (or empty) output directory")
+    p.add_argument("--n", type=int, default=50, help="number of cases (one slice each)")
+    p.add_argument("--site", default="a", choices=sorted(SITES), help="acquisition site")
+    p.add_argument("--size", type=int, default=128, help="pixels per side")
+    p.add_argument("--seed", type=int, default=0)
+    ns = p.parse_args(args)
+    out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=ns.site, seed=ns.seed)
+    print(f"wrote {ns.n} phantom cases (site {ns.site}, {ns.size}x{ns.size}) to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``musclelab`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
+        print(__doc__.strip())
+        if argv and argv[0] not in ("-h", "--help"):
+            raise SystemExit(f"musclelab: unknown sub-command '{argv[0]}'; known: {', '.join(SUBCOMMANDS)}")
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        run_train(rest)
+    else:
+        run_phantom(rest)
+
+
+if __name__ == "__main__":
+    main()

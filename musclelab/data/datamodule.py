@@ -1,0 +1,134 @@
+"""LightningDataModule over any registered source: patient-level splits, windowing, augmentation, loaders."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from musclelab.data.augment import build_augmentation
+from musclelab.data.sources import SliceSet, load_source
+from musclelab.data.splits import first_n, holdout_split, split_manifest
+from musclelab.data.windowing import apply_window
+
+
+class SliceDataset(Dataset):
+    """Windowed slices as tensors: ``image`` (C,H,W) float, ``label`` (H,W) long, ``spacing`` (2,) mm,
+    ``case_id`` str. Augmentation, when given, is re-seeded per item from torch's RNG so runs repeat exactly
+    (the DataLoader seeds torch per worker and epoch from the run seed)."""
+
+    def __init__(self, slices: SliceSet, window: str, channels: int, augment: Any = None) -> None:
+        self.slices = slices
+        self.inputs = apply_window(slices.images, window, channels)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = torch.from_numpy(self.inputs[i])
+        label = torch.from_numpy(self.slices.labels[i].astype(np.int64))
+        if self.augment is not None:
+            self.augment.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
+            out = self.augment({"image": image, "label": label[None]})
+            image = torch.as_tensor(out["image"]).float()
+            label = torch.as_tensor(out["label"])[0].round().long()
+        return {
+            "image": image.contiguous(),
+            "label": label.contiguous(),
+            "spacing": torch.as_tensor(self.slices.spacing[i], dtype=torch.float64),
+            "case_id": str(self.slices.meta.at[i, "case_id"]),
+        }
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Builds train/val/test slice datasets from one source with patient-level splits.
+
+    ``n_train`` keeps the first n patients of a seeded ordering of the training pool (nested across n).
+    Call :meth:`setup` before reading ``class_names``.
+    """
+
+    def __init__(
+        self, name: str, img_size: int = 128, source: dict | None = None, window: str = "abdomen",
+        channels: int = 1, val_fraction: float = 0.15, test_fraction: float = 0.2, n_train: int | None = None,
+        split_seed: int = 0, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
+        augment: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.img_size = img_size
+        self.source_params = dict(source or {})
+        self.window = window
+        self.channels = channels
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.n_train = n_train
+        self.split_seed = split_seed
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.augment_params = dict(augment or {})
+        self.datasets: dict[str, SliceDataset] = {}
+        self.manifest: pd.DataFrame | None = None
+        self.class_names: tuple[str, ...] = ()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the source and split it (idempotent: later calls reuse the first)."""
+        if self.datasets:
+            return
+        data = load_source(self.name, self.img_size, self.source_params)
+        pool = data.pool
+        test_fraction = 0.0 if data.external_test is not None else self.test_fraction
+        splits = holdout_split(pool.meta["patient_id"].tolist(), self.val_fraction, test_fraction, self.split_seed)
+        splits["train"] = first_n(splits["train"], self.n_train, self.split_seed)
+        parts = {k: self._select(pool, v) for k, v in splits.items()}
+        if data.external_test is not None:
+            parts["test"] = data.external_test
+            splits["test"] = sorted(set(data.external_test.meta["patient_id"]))
+        self.manifest = pd.concat(
+            [split_manifest({k: splits[k]}, parts[k].meta) for k in ("train", "val", "test")], ignore_index=True
+        )
+        self.class_names = pool.class_names
+        aug = build_augmentation(**self.augment_params)
+        self.datasets = {
+            "train": SliceDataset(parts["train"], self.window, self.channels, aug),
+            "val": SliceDataset(parts["val"], self.window, self.channels),
+            "test": SliceDataset(parts["test"], self.window, self.channels),
+        }
+
+    @staticmethod
+    def _select(slices: SliceSet, patients: list[str]) -> SliceSet:
+        """Slices of ``patients``, in the order the patients are listed."""
+        rank = {p: i for i, p in enumerate(patients)}
+        pid = slices.meta["patient_id"].map(rank)
+        index = np.flatnonzero(pid.notna().to_numpy())
+        index = index[np.argsort(pid.to_numpy()[index], kind="stable")]
+        return slices.subset(index)
+
+    def save_manifest(self, run_dir: Path) -> Path:
+        """Write ``split_manifest.csv`` (case_id, patient_id, split) into the run directory."""
+        from musclelab.io import atomic_write_text
+
+        assert self.manifest is not None, "call setup() first"
+        path = Path(run_dir) / "split_manifest.csv"
+        atomic_write_text(path, self.manifest.to_csv(index=False))
+        return path
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        return DataLoader(
+            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0, drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True, self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False, self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False, self.eval_batch_size)

@@ -1,0 +1,107 @@
+"""Data sources chosen by name (``data.name``): each returns a :class:`SliceSet` of 2D slices in HU.
+
+A source only reads or generates data; splitting, windowing and augmentation happen downstream in the
+datamodule, so every source trains exactly like every other.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from musclelab.registry import Registry
+
+
+@dataclass
+class SliceSet:
+    """2D slices with labels and physical spacing.
+
+    images: float32 ``(N, H, W)`` in HU; labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
+    (row, column); meta: one row per slice with at least ``case_id`` and ``patient_id``;
+    class_names: label value -> name, background first.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    spacing: np.ndarray
+    meta: pd.DataFrame
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if not (len(self.labels) == len(self.spacing) == len(self.meta) == n):
+            raise ValueError("SliceSet: images, labels, spacing and meta must have the same length")
+        for col in ("case_id", "patient_id"):
+            if col not in self.meta.columns:
+                raise ValueError(f"SliceSet.meta needs a '{col}' column")
+        self.meta = self.meta.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray) -> "SliceSet":
+        """The slices at ``index`` (in that order)."""
+        return SliceSet(self.images[index], self.labels[index], self.spacing[index],
+                        self.meta.iloc[index].reset_index(drop=True), self.class_names)
+
+    @staticmethod
+    def concat(parts: list["SliceSet"]) -> "SliceSet":
+        """Join slice sets with the same classes."""
+        names = {p.class_names for p in parts}
+        if len(names) != 1:
+            raise ValueError(f"cannot join slice sets with different classes: {sorted(names)}")
+        return SliceSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+                        np.concatenate([p.spacing for p in parts]),
+                        pd.concat([p.meta for p in parts], ignore_index=True), parts[0].class_names)
+
+
+@dataclass
+class SourceData:
+    """What a source hands the datamodule: a pool to split, and optionally a fixed external test set."""
+
+    pool: SliceSet
+    external_test: SliceSet | None = None
+
+
+SourceFn = Callable[..., SourceData]
+SOURCES: Registry[SourceFn] = Registry("dataset", "data.name")
+
+
+@SOURCES.register("phantom")
+def phantom_source(
+    *, img_size: int, target: str = "muscle", site: str = "a", n_cases: int = 160,
+    test_site: str | None = None, n_test_cases: int = 40, phantom_seed: int = 0,
+) -> SourceData:
+    """The built-in L3 phantom: ``n_cases`` subjects at ``site``; with ``test_site`` the test set is
+    ``n_test_cases`` subjects of that other site (domain shift) instead of a hold-out of the pool."""
+    from musclelab.data.phantom import LABEL_MAPS, generate_phantom
+
+    if target not in LABEL_MAPS:
+        raise ValueError(f"data.target '{target}' unknown for the phantom; known targets: {', '.join(LABEL_MAPS)}")
+
+    def make(site_: str, n: int) -> SliceSet:
+        ph = generate_phantom(n=n, size=img_size, site=site_, seed=phantom_seed)
+        meta = ph.meta.copy()
+        if "case_id" not in meta.columns:
+            meta["case_id"] = meta["patient_id"]
+        return SliceSet(ph.images.astype(np.float32), ph.labels[target], np.asarray(ph.spacing, float),
+                        meta, tuple(LABEL_MAPS[target]))
+
+    pool = make(site, n_cases)
+    external = make(test_site, n_test_cases) if test_site else None
+    return SourceData(pool, external)
+
+
+def load_source(name: str, img_size: int, params: dict) -> SourceData:
+    """Run the source called ``name`` with its ``data.source`` parameters; unknown parameters name the field."""
+    fn = SOURCES.get(name)
+    known = [p for p in inspect.signature(fn).parameters if p != "img_size"]
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ValueError(
+            f"data.source.{unknown[0]} is not a parameter of dataset '{name}'; known parameters: {', '.join(known)}"
+        )
+    return fn(img_size=img_size, **params)

@@ -1,0 +1,123 @@
+"""``SegmentationTask``: a 2D segmentation LightningModule built from plain-value hyperparameters.
+
+The model, loss and optimiser come from their registries by name, so a checkpoint's hyperparameters describe
+the whole task (class names, window, spacing handling) and ``load_from_checkpoint`` needs nothing else.
+Epoch-level Dice comes from torchmetrics (global over the epoch, synced across DDP ranks); per-case test
+metrics in mm come from :mod:`musclelab.metrics` on the predicted label maps.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torchmetrics.segmentation import DiceScore
+
+from musclelab.losses import build_loss, logits_to_labels
+from musclelab.metrics import case_metrics
+from musclelab.models import build_model
+from musclelab.optim import build_optimizer, build_scheduler
+
+
+class SegmentationTask(pl.LightningModule):
+    """Train, validate and test a segmentation network on batches of ``image``/``label``/``spacing``.
+
+    Args:
+        model: registry name (``model.name``); model_params: its keyword arguments.
+        in_channels: image channels (1, or 3 for ImageNet-style inputs); class_names: background first.
+        img_size: input side length in pixels (checked against the architecture before training).
+        loss / loss_params: registry name and arguments; optim: ``name``, ``lr``, ``scheduler`` and optimiser kwargs.
+        max_epochs: for the learning-rate schedule; monitor: metric the plateau schedule watches.
+        overlay_cases: how many test cases keep images and predictions for the overlay figure.
+        meta: free-form metadata saved in the checkpoint (window, data set, ...).
+    """
+
+    def __init__(
+        self, model: str, model_params: dict[str, Any], in_channels: int, class_names: list[str], img_size: int,
+        loss: str = "ce_dice", loss_params: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
+        max_epochs: int = 1, monitor: str = "val/loss", overlay_cases: int = 8, meta: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.num_classes = len(self.class_names)
+        self.loss_fn = build_loss(loss, self.num_classes, **(loss_params or {}))
+        self.net = build_model(model, in_channels, self.loss_fn.out_channels, img_size, **(model_params or {}))
+        dice = dict(num_classes=self.num_classes, include_background=False, average="none",
+                    aggregation_level="global", input_format="index")
+        self.val_dice = DiceScore(**dice)
+        # train Dice is logged as a metric object so it is reduced before callbacks read the epoch's metrics
+        self.train_dice = DiceScore(**{**dice, "average": "macro"})
+        self.test_rows: list[dict[str, Any]] = []
+        self.test_examples: list[dict[str, np.ndarray]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, C_out, H, W)`` for images ``(B, C_in, H, W)``."""
+        return self.net(x)
+
+    @torch.no_grad()
+    def predict_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted label maps ``(B, H, W)``."""
+        return logits_to_labels(self(x))
+
+    def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch["label"])
+        bs = batch["image"].shape[0]
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        return loss, logits_to_labels(logits.detach())
+
+    def _log_dice(self, metric: DiceScore, stage: str) -> None:
+        per_class = metric.compute()
+        metric.reset()
+        self.log(f"{stage}/dice", per_class.mean(), prog_bar=True, sync_dist=False)
+        if len(per_class) > 1:
+            for name, value in zip(self.class_names[1:], per_class):
+                self.log(f"{stage}/dice_{name}", value, sync_dist=False)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, pred = self._step(batch, "train")
+        self.train_dice(pred, batch["label"])
+        self.log("train/dice", self.train_dice, on_step=False, on_epoch=True, batch_size=pred.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, pred = self._step(batch, "val")
+        self.val_dice.update(pred, batch["label"])
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_dice(self.val_dice, "val")
+
+    def on_test_epoch_start(self) -> None:
+        self.test_rows, self.test_examples = [], []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        _, pred = self._step(batch, "test")
+        preds = pred.cpu().numpy()
+        labels = batch["label"].cpu().numpy()
+        for i, case_id in enumerate(batch["case_id"]):
+            spacing = tuple(float(s) for s in batch["spacing"][i])
+            row = {"case_id": case_id, "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1]}
+            row.update(case_metrics(preds[i], labels[i], spacing, self.class_names))
+            self.test_rows.append(row)
+            if len(self.test_examples) < self.hparams.overlay_cases:
+                self.test_examples.append({"case_id": case_id, "image": batch["image"][i].cpu().numpy(),
+                                           "label": labels[i], "pred": preds[i]})
+
+    def on_test_epoch_end(self) -> None:
+        if not self.test_rows:
+            return
+        keys = [k for k, v in self.test_rows[0].items() if isinstance(v, float) and not k.startswith("spacing")]
+        for key in keys:
+            values = np.array([r[key] for r in self.test_rows], dtype=float)
+            if np.isfinite(values).any():
+                self.log(f"test/{key}", float(np.nanmean(values)), sync_dist=False)
+
+    def configure_optimizers(self) -> Any:
+        cfg = dict(self.hparams.optim or {"name": "adam", "lr": 1e-3})
+        name, lr = cfg.pop("name"), cfg.pop("lr")
+        scheduler = cfg.pop("scheduler", "none") or "none"
+        optimizer = build_optimizer(self.parameters(), name, lr, **cfg)
+        sched = build_scheduler(optimizer, scheduler, self.hparams.max_epochs, self.hparams.monitor)
+        return optimizer if sched is None else {"optimizer": optimizer, "lr_scheduler": sched}

@@ -1,0 +1,183 @@
+"""``train(cfg)``: one training run from a resolved Hydra config to a complete run directory.
+
+The Hydra entry point (``musclelab train``) only calls :func:`train`; tests and studies call it directly.
+Order matters: everything a user can get wrong (names, image size, ``data.n_train``) is checked before
+any training, and ``run_status.json`` says ``complete`` only after every output file has been written.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
+
+from musclelab.callbacks import EpochMetricsCSV
+from musclelab.data.datamodule import SegmentationDataModule
+from musclelab.data.sources import SOURCES
+from musclelab.io import atomic_write_json, atomic_write_text
+from musclelab.loggers import LOGGERS, build_logger, finish_wandb
+from musclelab.losses import LOSSES
+from musclelab.metrics import summarize
+from musclelab.models import MODELS, check_input_size
+from musclelab.optim import OPTIMIZERS, SCHEDULERS
+from musclelab.outputs.plots import plot_learning_curve, plot_overlays
+from musclelab.outputs.status import mark_failed, write_status
+from musclelab.outputs.summary import print_summary
+from musclelab.tasks import SegmentationTask
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_CKPT = "best.ckpt"
+LAST_CKPT = "last.ckpt"
+
+
+def _params(section: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+    out = OmegaConf.to_container(section, resolve=True)
+    assert isinstance(out, dict)
+    return {k: v for k, v in out.items() if k not in drop}
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Fail fast, before any data is loaded, on unknown names and impossible image sizes."""
+    SOURCES.get(cfg.data.name)
+    MODELS.get(cfg.model.name)
+    LOSSES.get(cfg.loss.name)
+    OPTIMIZERS.get(cfg.optim.name)
+    SCHEDULERS.get(cfg.optim.get("scheduler") or "none")
+    LOGGERS.get(cfg.logger.name)
+    check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params") or OmegaConf.create({}), ()))
+
+
+def build_datamodule(cfg: DictConfig) -> SegmentationDataModule:
+    """The datamodule described by ``cfg.data``."""
+    return SegmentationDataModule(**_params(cfg.data))
+
+
+def _sweep_group(run_dir: Path) -> tuple[str, str | None]:
+    """(run name, multirun group) for loggers: jobs of one sweep share the sweep directory's name."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return f"{Path(hc.sweep.dir).name}-{hc.job.num}", Path(hc.sweep.dir).name
+    except ValueError:  # Hydra not initialised: train() called directly
+        pass
+    return run_dir.name, None
+
+
+def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], ModelCheckpoint]:
+    """Checkpointing (best by ``callbacks.checkpoint.monitor`` + last), metrics.csv, progress, early stop."""
+    cb = cfg.callbacks
+    ckpt = ModelCheckpoint(
+        dirpath=str(run_dir / CHECKPOINT_DIR), filename=Path(BEST_CKPT).stem, monitor=cb.checkpoint.monitor,
+        mode=cb.checkpoint.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list[Callback] = [ckpt, EpochMetricsCSV(run_dir / "metrics.csv")]
+    if cb.progress_bar:
+        callbacks.append(RichProgressBar(leave=True))
+    if cb.early_stopping.enabled:
+        es = _params(cb.early_stopping, ("enabled",))
+        callbacks.append(EarlyStopping(**es))
+    return callbacks, ckpt
+
+
+def find_resume_checkpoint(run_dir: Path) -> Path:
+    """The last checkpoint of an interrupted run, or a clear error naming what is missing."""
+    last = run_dir / CHECKPOINT_DIR / LAST_CKPT
+    if not last.exists():
+        raise FileNotFoundError(
+            f"resume={run_dir}: no {CHECKPOINT_DIR}/{LAST_CKPT} there (the run stopped before its first epoch "
+            "ended); start it again without resume="
+        )
+    return last
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Train, test and write every output of one run; returns the final metrics (for sweepers)."""
+    run_dir = Path(cfg.paths.output_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_status(run_dir, "running")
+    try:
+        result = _train(cfg, run_dir)
+    except BaseException as err:
+        mark_failed(run_dir, err)
+        raise
+    finally:
+        finish_wandb()
+    write_status(run_dir, "complete", metrics=result)
+    return result
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    validate_config(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    pl.seed_everything(cfg.seed, workers=True)
+
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    dm.save_manifest(run_dir)
+    monitor = cfg.callbacks.checkpoint.monitor
+    task = SegmentationTask(
+        model=cfg.model.name, model_params=_params(cfg.model.get("params") or OmegaConf.create({}), ()),
+        in_channels=cfg.data.channels, class_names=list(dm.class_names), img_size=cfg.data.img_size,
+        loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params") or OmegaConf.create({}), ()),
+        optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=monitor,
+        overlay_cases=cfg.callbacks.overlay_cases,
+        meta={"data": cfg.data.name, "window": cfg.data.window, "channels": cfg.data.channels,
+              "source": _params(cfg.data.source, ())},
+    )
+    run_name, group = _sweep_group(run_dir)
+    lparams = _params(cfg.logger)
+    group = lparams.pop("group", None) or group
+    logger = build_logger(cfg.logger.name, run_dir, run_name, group, resolved, **lparams)
+    callbacks, ckpt_cb = build_callbacks(cfg, run_dir)
+    trainer_kwargs = _params(cfg.trainer, ())
+    trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False, callbacks=callbacks,
+                         enable_progress_bar=bool(cfg.callbacks.progress_bar), **trainer_kwargs)
+    ckpt_path = str(find_resume_checkpoint(run_dir)) if cfg.resume else None
+    trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    if trainer.global_rank != 0:  # subprocess-launched DDP ranks stop here; rank 0 tests and writes
+        return {}
+
+    best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / CHECKPOINT_DIR / LAST_CKPT
+    result: dict[str, float] = {"best_score": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None
+                                else float("nan")}
+    metrics_csv = run_dir / "metrics.csv"
+    if metrics_csv.exists():
+        plot_learning_curve(pd.read_csv(metrics_csv), run_dir / "learning_curve.png")
+    if cfg.test and len(dm.datasets["test"]) > 0:
+        result.update(_test(cfg, run_dir, best, dm, logger))
+    print_summary(run_dir, result)
+    return result
+
+
+def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule, logger: Any) -> dict[str, float]:
+    """Evaluate ``best`` on the test split on one device (each case exactly once) and write its outputs."""
+    tester = pl.Trainer(
+        accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, precision=cfg.trainer.get("precision"),
+        logger=logger if logger else False, enable_progress_bar=bool(cfg.callbacks.progress_bar),
+        enable_checkpointing=False, default_root_dir=str(run_dir), deterministic=cfg.trainer.get("deterministic"),
+        limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0),
+    )
+    model = SegmentationTask.load_from_checkpoint(str(best), map_location="cpu")
+    tester.test(model, datamodule=dm, verbose=False)
+    rows = pd.DataFrame(model.test_rows)
+    atomic_write_text(run_dir / "test_cases.csv", rows.to_csv(index=False))
+    summary = summarize(rows.drop(columns=["case_id"]))
+    atomic_write_json(run_dir / "test_summary.json", {"checkpoint": str(best), "n_cases": len(rows),
+                                                      "metrics": summary})
+    scores = dict(zip(rows["case_id"], rows["dice"])) if "dice" in rows else None
+    overlay = plot_overlays(model.test_examples, model.class_names, run_dir / "test_overlay.png", scores)
+    if logger is not None and hasattr(logger, "log_image"):
+        logger.log_image("test/overlay", [str(overlay)])
+        logger.log_image("learning_curve", [str(run_dir / "learning_curve.png")])
+    return {f"test/{k}": v["mean"] for k, v in summary.items() if not k.startswith("spacing")}

@@ -1,0 +1,53 @@
+"""Shared fixtures: compose the real Hydra config for tiny, fast runs that write into tmp_path."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from musclelab.cli import config_dir
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# a tiny phantom run: 24 subjects at 64x64, a small UNet, CPU
+TINY = [
+    "data.img_size=64",
+    "data.source.n_cases=24",
+    "data.batch_size=4",
+    "model=unet",
+    "model.params.channels=[8,16,32]",
+    "model.params.strides=[2,2]",
+    "model.params.num_res_units=1",
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar=false",
+    "callbacks.overlay_cases=2",
+]
+
+
+def compose_cfg(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
+    """The real training config with the tiny overrides, writing into ``run_dir``."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=[*TINY, f"paths.output_dir={run_dir}", *(overrides or [])])
+
+
+def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the installed ``musclelab`` console script in a subprocess and return the result."""
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    script = Path(sys.executable).parent / "musclelab"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "musclelab.cli"]
+    proc = subprocess.run([*cmd, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"musclelab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

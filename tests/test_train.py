@@ -1,0 +1,127 @@
+"""End-to-end training: CLI run, multirun, determinism, resume, loggers, DDP, and bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TINY, compose_cfg, run_cli
+from musclelab.outputs.status import read_status
+from musclelab.train import train
+
+RUN_FILES = [
+    "config_resolved.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.csv", "test_cases.csv",
+    "test_summary.json", "learning_curve.png", "test_overlay.png", "split_manifest.csv", "run_status.json",
+]
+
+
+def assert_complete_run(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        assert (run_dir / name).exists(), f"missing {name} in {run_dir}"
+    assert read_status(run_dir) == "complete"
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    for col in ("epoch", "train_loss", "val_loss", "val_dice", "train_dice"):
+        assert col in metrics.columns, col
+    cases = pd.read_csv(run_dir / "test_cases.csv")
+    for col in ("case_id", "dice", "precision", "recall", "accuracy", "hd", "hd95", "assd", "rms_dta"):
+        assert col in cases.columns, col
+    summary = json.loads((run_dir / "test_summary.json").read_text())
+    assert summary["n_cases"] == len(cases)
+    assert summary["metrics"]["dice"]["mean"] == pytest.approx(cases["dice"].mean())
+    manifest = pd.read_csv(run_dir / "split_manifest.csv")
+    by_split = manifest.groupby("split")["patient_id"].apply(set)
+    assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & by_split["val"])
+    assert set(cases["case_id"]) == set(manifest.loc[manifest.split == "test", "case_id"])
+
+
+def test_cli_train_one_epoch(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = run_cli(["train", *TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert_complete_run(run_dir)
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    assert (run_dir / "csv" / "metrics.csv").exists()  # Lightning's CSV logger, the default
+    assert "test dice" in proc.stdout  # the summary table
+
+
+def test_cli_multirun_two_jobs(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_cli(["train", "-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job in jobs:
+        assert_complete_run(job)
+    seeds = [yaml.safe_load((j / "config_resolved.yaml").read_text())["seed"] for j in jobs]
+    assert seeds == [0, 1]
+
+
+def test_same_seed_same_numbers(tmp_path: Path) -> None:
+    results = []
+    for name in ("a", "b"):
+        train(compose_cfg(tmp_path / name, ["logger=none"]))
+        results.append(pd.read_csv(tmp_path / name / "test_cases.csv"))
+    pd.testing.assert_frame_equal(results[0], results[1])
+
+
+def test_resume_continues_in_same_dir(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_cli(["train", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    first_best = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    run_cli(["train", f"resume={run_dir}", "trainer.max_epochs=2"], cwd=tmp_path)
+    assert_complete_run(run_dir)
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert metrics["epoch"].tolist() == [0, 1]
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns > first_best
+    saved = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+    assert "data.img_size=64" in saved  # the original overrides were carried over
+    assert not list(tmp_path.glob("outputs"))  # nothing written elsewhere
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    proc = run_cli(["train", f"resume={tmp_path / 'nope'}"], cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "overrides.yaml" in proc.stderr + proc.stdout
+
+
+def test_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run_dir = tmp_path / "run"
+    train(compose_cfg(run_dir, ["logger=wandb"]))
+    assert_complete_run(run_dir)
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
+    offline_runs = list(run_dir.glob(f"wandb/offline-run-*-{run_id}"))
+    assert offline_runs, list(run_dir.rglob("*"))
+
+
+def test_tensorboard_logger(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(compose_cfg(run_dir, ["logger=tensorboard"]))
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_ddp_cpu_two_processes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(compose_cfg(run_dir, ["trainer=ddp_cpu", "trainer.max_epochs=1", "logger=csv"]))
+    assert_complete_run(run_dir)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.name=nonet", "known models"),
+        ("loss.name=nope", "known losses"),
+        ("data.name=nodata", "known datasets"),
+        ("data.n_train=500", "data.n_train=500 is larger than the training pool"),
+        ("data.img_size=72", "data.img_size"),
+    ],
+)
+def test_bad_input_fails_early_and_run_is_not_complete(tmp_path: Path, override: str, message: str) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(Exception, match=message):
+        train(compose_cfg(run_dir, [override]))
+    assert read_status(run_dir) == "failed"
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "test_summary.json").exists()
