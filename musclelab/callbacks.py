@@ -27,6 +27,7 @@ class EpochMetricsCSV(pl.Callback):
         self.path = Path(path)
         self.rows: list[dict] = []
         self._t0 = 0.0
+        self._lr = float("nan")
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t0 = time.perf_counter()
@@ -35,14 +36,17 @@ class EpochMetricsCSV(pl.Callback):
             old = pd.read_csv(self.path)
             self.rows = old[old["epoch"] < trainer.current_epoch].to_dict("records")
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # the rate used during this epoch (epoch-wise schedules step before epoch-end hooks run)
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else float("nan")
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {csv_column(k): float(v) for k, v in trainer.callback_metrics.items()
                    if v.numel() == 1 and not k.startswith("test/")}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
-        if trainer.optimizers:
-            row["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        row["lr"] = self._lr
         row["time_s"] = round(time.perf_counter() - self._t0, 3)
         self.rows.append(row)
         atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))

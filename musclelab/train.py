@@ -55,7 +55,7 @@ def validate_config(cfg: DictConfig) -> None:
 
 def build_datamodule(cfg: DictConfig) -> SegmentationDataModule:
     """The datamodule described by ``cfg.data``."""
-    return SegmentationDataModule(**_params(cfg.data))
+    return SegmentationDataModule(**_params(cfg.data, ()))
 
 
 def _sweep_group(run_dir: Path) -> tuple[str, str | None]:

@@ -69,7 +69,7 @@ class SegmentationTask(pl.LightningModule):
         return loss, logits_to_labels(logits.detach())
 
     def _log_dice(self, metric: DiceScore, stage: str) -> None:
-        per_class = metric.compute()
+        per_class = metric.compute().reshape(-1)
         metric.reset()
         self.log(f"{stage}/dice", per_class.mean(), prog_bar=True, sync_dist=False)
         if len(per_class) > 1:
