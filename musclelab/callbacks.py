@@ -29,7 +29,8 @@ class EpochMetricsCSV(pl.Callback):
         self._t0 = 0.0
         self._lr = float("nan")
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # runs after a resumed checkpoint's loop state is restored, so current_epoch is the epoch to re-run
         self._t0 = time.perf_counter()
         self.rows = []
         if self.path.exists():

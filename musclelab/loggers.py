@@ -7,6 +7,7 @@ in ``<run dir>/wandb_run_id.txt`` when the run starts.
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,9 @@ def _wandb_logger(run_dir: Path, run_name: str, group: str | None, config: dict[
                   entity: str | None = None, mode: str | None = None, log_model: bool = False,
                   **extra: Any) -> Logger:
     from pytorch_lightning.loggers import WandbLogger
-    import wandb
 
     id_file = run_dir / WANDB_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+    run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(4)
     if not id_file.exists():
         atomic_write_text(id_file, run_id + "\n")
     mode = mode or os.environ.get("WANDB_MODE")

@@ -31,9 +31,16 @@ TINY = [
 
 
 def compose_cfg(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
-    """The real training config with the tiny overrides, writing into ``run_dir``."""
+    """The real training config with the tiny overrides, writing into ``run_dir``.
+
+    Choosing another model (``model=...``) drops the tiny UNet's parameters.
+    """
+    overrides = list(overrides or [])
+    base = TINY
+    if any(o.startswith("model=") for o in overrides):
+        base = [o for o in TINY if not o.startswith(("model=", "model.params."))]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=[*TINY, f"paths.output_dir={run_dir}", *(overrides or [])])
+        return compose("train", overrides=[*base, f"paths.output_dir={run_dir}", *overrides])
 
 
 def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -111,17 +111,20 @@ def test_ddp_cpu_two_processes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("model.name=nonet", "known models"),
-        ("loss.name=nope", "known losses"),
-        ("data.name=nodata", "known datasets"),
-        ("data.n_train=500", "data.n_train=500 is larger than the training pool"),
-        ("data.img_size=72", "data.img_size"),
+        (["model.name=nonet"], "known models"),
+        (["loss.name=nope"], "known losses"),
+        (["data.name=nodata"], "known datasets"),
+        (["data.n_train=500"], "data.n_train=500 is larger than the training pool"),
+        (["model=vnet", "data.img_size=72"], "data.img_size"),
+        (["model=swin_unetr", "data.img_size=48"], "data.img_size"),
+        (["data.source.target=liver"], "known targets"),
+        (["+data.source.sites=b"], "data.source.sites is not a parameter"),
     ],
 )
-def test_bad_input_fails_early_and_run_is_not_complete(tmp_path: Path, override: str, message: str) -> None:
+def test_bad_input_fails_early_and_run_is_not_complete(tmp_path: Path, override: list[str], message: str) -> None:
     run_dir = tmp_path / "run"
     with pytest.raises(Exception, match=message):
-        train(compose_cfg(run_dir, [override]))
+        train(compose_cfg(run_dir, override))
     assert read_status(run_dir) == "failed"
     assert not (run_dir / "checkpoints").exists()
     assert not (run_dir / "test_summary.json").exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.augment import build_augmentation
@@ -35,8 +36,10 @@ class SliceDataset(Dataset):
         if self.augment is not None:
             self.augment.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
             out = self.augment({"image": image, "label": label[None]})
-            image = torch.as_tensor(out["image"]).float()
-            label = torch.as_tensor(out["label"])[0].round().long()
+            # plain tensors, not MONAI MetaTensors: their metadata would leak into losses, logged metrics
+            # and checkpoints
+            image = convert_to_tensor(out["image"], dtype=torch.float32, track_meta=False)
+            label = convert_to_tensor(out["label"], track_meta=False)[0].round().long()
         return {
             "image": image.contiguous(),
             "label": label.contiguous(),
