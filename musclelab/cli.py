@@ -59,11 +59,16 @@ def run_train(args: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig
 
+    from musclelab.errors import ConfigError
     from musclelab.train import train
 
     @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
     def _main(cfg: DictConfig) -> float | None:
-        result = train(cfg)
+        try:
+            result = train(cfg)
+        except ConfigError as err:  # the user's to fix: say what and where, no traceback
+            print(f"musclelab train: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         return result.get("best_score")
 
     sys.argv = ["musclelab train", *resume_overrides(args)]
@@ -81,7 +86,10 @@ def run_phantom(args: list[str]) -> None:
     p.add_argument("--size", type=int, default=128, help="pixels per side")
     p.add_argument("--seed", type=int, default=0)
     ns = p.parse_args(args)
-    out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=ns.site, seed=ns.seed)
+    try:
+        out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=ns.site, seed=ns.seed)
+    except (FileExistsError, ValueError) as err:
+        raise SystemExit(f"musclelab phantom: error: {err}") from None
     print(f"wrote {ns.n} phantom cases (site {ns.site}, {ns.size}x{ns.size}) to {out}")
 
 

@@ -18,6 +18,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from musclelab.callbacks import EpochMetricsCSV
 from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.sources import SOURCES
+from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, atomic_write_text
 from musclelab.loggers import LOGGERS, build_logger, finish_wandb
 from musclelab.losses import LOSSES
@@ -116,15 +117,27 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return result
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
-    validate_config(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    pl.seed_everything(cfg.seed, workers=True)
-
-    dm = build_datamodule(cfg)
-    dm.setup("fit")
+def _prepare(cfg: DictConfig, run_dir: Path) -> SegmentationDataModule:
+    """Everything that can fail because of what the user asked for, before any training: names, sizes,
+    data parameters, splits. Such failures become :class:`ConfigError` (a clean message, no traceback)."""
+    try:
+        validate_config(cfg)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        dm = build_datamodule(cfg)
+        dm.setup("fit")
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(str(err)) from err
     dm.save_manifest(run_dir)
+    return dm
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    pl.seed_everything(cfg.seed, workers=True)
+    dm = _prepare(cfg, run_dir)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     monitor = cfg.callbacks.checkpoint.monitor
     task = SegmentationTask(
         model=cfg.model.name, model_params=_params(cfg.model.get("params") or OmegaConf.create({}), ()),

@@ -65,12 +65,15 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(results[0], results[1])
 
 
-def test_resume_continues_in_same_dir(tmp_path: Path) -> None:
+def test_resume_continues_in_same_dir_and_wandb_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_cli(["train", *TINY, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    run_cli(["train", *TINY, "trainer.max_epochs=1", "logger=wandb", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     first_best = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
     run_cli(["train", f"resume={run_dir}", "trainer.max_epochs=2"], cwd=tmp_path)
     assert_complete_run(run_dir)
+    assert (run_dir / "wandb_run_id.txt").read_text().strip() == run_id
+    assert len(list(run_dir.glob(f"wandb/offline-run-*-{run_id}"))) == 2  # both sessions log to the same run id
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert metrics["epoch"].tolist() == [0, 1]
     assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns > first_best
@@ -93,7 +96,9 @@ def test_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert_complete_run(run_dir)
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
     offline_runs = list(run_dir.glob(f"wandb/offline-run-*-{run_id}"))
-    assert offline_runs, list(run_dir.rglob("*"))
+    assert len(offline_runs) == 1, list(run_dir.rglob("*"))
+    images = [p.name for p in offline_runs[0].rglob("media/images/**/*.png")]
+    assert any(n.startswith("overlay") for n in images) and any(n.startswith("learning_curve") for n in images)
 
 
 def test_tensorboard_logger(tmp_path: Path) -> None:
@@ -128,3 +133,30 @@ def test_bad_input_fails_early_and_run_is_not_complete(tmp_path: Path, override:
     assert read_status(run_dir) == "failed"
     assert not (run_dir / "checkpoints").exists()
     assert not (run_dir / "test_summary.json").exists()
+
+
+def test_cli_user_error_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run_cli(["train", *TINY, "model.name=nonet", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                   check=False)
+    assert proc.returncode == 2
+    assert "known models: fcn_resnet101" in proc.stderr and "Traceback" not in proc.stderr
+    assert read_status(tmp_path / "run") == "failed"
+
+
+def test_phantom_cli_writes_nifti_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "ph"
+    run_cli(["phantom", "--out", str(out), "--n", "3", "--site", "b", "--size", "64"], cwd=tmp_path)
+    meta = pd.read_csv(out / "meta.csv")
+    assert len(meta) == 3 and (meta["site"] == "b").all()
+    assert len(list((out / "images").glob("*.nii.gz"))) == 3 and len(list((out / "masks").glob("*.nii.gz"))) == 3
+    again = run_cli(["phantom", "--out", str(out), "--n", "3"], cwd=tmp_path, check=False)
+    assert again.returncode != 0 and len(list((out / "images").glob("*.nii.gz"))) == 3  # never overwrites
+
+
+@pytest.mark.slow
+def test_default_training_reaches_dice(tmp_path: Path) -> None:
+    """``musclelab train`` with no overrides: test Dice for skeletal muscle above 0.85 on the phantom."""
+    run_dir = tmp_path / "run"
+    run_cli(["train", f"hydra.run.dir={run_dir}", "callbacks.progress_bar=false"], cwd=tmp_path)
+    summary = json.loads((run_dir / "test_summary.json").read_text())
+    assert summary["metrics"]["dice"]["mean"] > 0.85
