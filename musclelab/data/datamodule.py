@@ -13,8 +13,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.augment import build_augmentation
 from musclelab.data.sources import SliceSet, load_source
-from musclelab.data.splits import first_n, holdout_split, split_manifest
+from musclelab.data.splits import first_n, holdout_split, kfold_split, split_manifest
 from musclelab.data.windowing import apply_window
+
+
+SPLITS = ("holdout", "kfold")
 
 
 class SliceDataset(Dataset):
@@ -51,13 +54,16 @@ class SliceDataset(Dataset):
 class SegmentationDataModule(pl.LightningDataModule):
     """Builds train/val/test slice datasets from one source with patient-level splits.
 
-    ``n_train`` keeps the first n patients of a seeded ordering of the training pool (nested across n).
+    ``split``: ``holdout`` (val/test fractions of patients) or ``kfold`` (fold ``fold`` of ``n_folds`` is the
+    test set, ``val_fraction`` of the rest validates). ``n_train`` keeps the first n patients of the
+    ``subset_draw``-th seeded ordering of the training pool (nested across n).
     Call :meth:`setup` before reading ``class_names``.
     """
 
     def __init__(
         self, name: str, img_size: int = 128, source: dict | None = None, window: str = "abdomen",
-        channels: int = 1, val_fraction: float = 0.15, test_fraction: float = 0.2, n_train: int | None = None,
+        channels: int = 1, split: str = "holdout", val_fraction: float = 0.15, test_fraction: float = 0.2,
+        n_folds: int = 4, fold: int = 0, n_train: int | None = None, subset_draw: int = 0,
         split_seed: int = 0, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
         augment: dict | None = None,
     ) -> None:
@@ -67,9 +73,15 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.source_params = dict(source or {})
         self.window = window
         self.channels = channels
+        if split not in SPLITS:
+            raise ValueError(f"data.split must be one of {', '.join(SPLITS)}, got '{split}'")
+        self.split = split
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.n_folds = n_folds
+        self.fold = fold
         self.n_train = n_train
+        self.subset_draw = subset_draw
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -85,9 +97,16 @@ class SegmentationDataModule(pl.LightningDataModule):
             return
         data = load_source(self.name, self.img_size, self.source_params)
         pool = data.pool
-        test_fraction = 0.0 if data.external_test is not None else self.test_fraction
-        splits = holdout_split(pool.meta["patient_id"].tolist(), self.val_fraction, test_fraction, self.split_seed)
-        splits["train"] = first_n(splits["train"], self.n_train, self.split_seed)
+        patients = pool.meta["patient_id"].tolist()
+        if self.split == "kfold":
+            if data.external_test is not None:
+                raise ValueError("data.split=kfold tests on folds of the pool; unset the source's external test "
+                                 "set (e.g. data.source.test_site=null) or use data.split=holdout")
+            splits = kfold_split(patients, self.n_folds, self.fold, self.val_fraction, self.split_seed)
+        else:
+            test_fraction = 0.0 if data.external_test is not None else self.test_fraction
+            splits = holdout_split(patients, self.val_fraction, test_fraction, self.split_seed)
+        splits["train"] = first_n(splits["train"], self.n_train, self.split_seed, self.subset_draw)
         parts = {k: self._select(pool, v) for k, v in splits.items()}
         if data.external_test is not None:
             parts["test"] = data.external_test
