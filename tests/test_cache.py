@@ -345,3 +345,20 @@ def test_resized_cache_is_float32(data) -> None:
     assert ss.images.dtype == np.float32 and ss.images.shape == (18, 16, 16)
     assert np.allclose(ss.spacing, 0.7 * 32 / 16)
     assert set(np.unique(np.asarray(ss.labels))) <= {0, 1}
+
+
+def test_key_uses_relative_paths(data, tmp_path: Path) -> None:
+    """A byte-identical copy of the data root (same names, sizes, mtimes: rsync -a / cp -p) maps to the same
+    cache; the key is built from stat alone."""
+    import shutil
+
+    root, cache, counter = data
+    a = SliceCache.resolve(FakeReader(root, counter), SlicePreprocess(), cache, "fake")
+    ss = SliceCache.build_or_load(FakeReader(root, counter), SlicePreprocess(), cache, "fake")
+    copy = tmp_path / "moved" / "data"
+    shutil.copytree(root, copy, copy_function=shutil.copy2)
+    b = SliceCache.resolve(FakeReader(copy, counter), SlicePreprocess(), cache, "fake")
+    assert a.key == b.key and a.dir == Path(ss.meta.attrs["cache_dir"])
+    n = loads(counter)
+    SliceCache.build_or_load(FakeReader(copy, counter), SlicePreprocess(), cache, "fake")
+    assert loads(counter) == n

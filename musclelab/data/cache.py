@@ -7,8 +7,8 @@ each source once, applies a :class:`~musclelab.data.preprocess.SlicePreprocess` 
 Why our own and not MONAI's ``PersistentDataset``/``CacheDataset``: those cache the output of a transform chain
 per item, keyed by the item's dict (file names), one small file per item. We need (1) a single memory-mapped
 slice table (random slice access with no per-item file open or unpickling), (2) a key over the *contents'
-identity* — every source file's relative path, size and mtime_ns, the reader's parameters, the class names and
-the preprocessing preset — so an edited, added or removed file or a changed preset rebuilds, and nothing else
+identity* — every source file's relative path, size and mtime_ns, the ids and scan-time metadata of each case,
+the reader's parameters, the class names and the preprocessing preset — so an edited, added or removed file or a changed preset rebuilds, and nothing else
 does, and (3) a cross-process build lock, so two jobs of a sweep that ask at once build once. PersistentDataset
 has none of the three.
 
@@ -76,6 +76,8 @@ ID_COLUMNS = ("case_id", "patient_id", "source_case_id")
 RESERVED_COLUMNS = (*ID_COLUMNS, "slice_index", "has_label")
 # reader attributes that locate the data rather than define it: moving (or rsync -a copying) the data keeps the key
 LOCATION_PARAMS = ("root", "data_root")
+# reader attributes that are run-time state, not parameters (readers.base.Reader fills scan_problems in scan())
+STATE_ATTRS = ("scan_problems",)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _INT16 = np.iinfo(np.int16)
@@ -166,7 +168,10 @@ class SliceCache:
                 except FileNotFoundError:
                     raise ConfigError(f"slice cache: source file {f} of case '{cid}' does not exist") from None
                 entries.append({"path": _rel(f, base), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-            cases.append({"case_id": cid, "patient_id": str(ref.patient_id), "files": entries})
+            case = {"case_id": cid, "patient_id": str(ref.patient_id), "files": entries}
+            if getattr(ref, "meta", None):  # metadata known at scan time (e.g. a meta.csv row) lands in meta.csv
+                case["meta"] = _jsonable(ref.meta)
+            cases.append(case)
         inputs = {
             "format": CACHE_FORMAT,
             "dataset": dataset_name,
@@ -254,14 +259,15 @@ def load_cache_dir(cache_dir: str | Path) -> SliceSet:
 
 def reader_params(reader: Any) -> dict[str, Any]:
     """The reader parameters that enter the key: ``reader.params`` (dict or method), else dataclass fields, else
-    public attributes; location parameters (``root``, ``data_root``) are dropped; values made JSON-able."""
+    public attributes (minus run-time state such as ``scan_problems``); location parameters (``root``,
+    ``data_root``) are dropped; values made JSON-able."""
     p = getattr(reader, "params", None)
     if p is not None:
         p = p() if callable(p) else p
     elif is_dataclass(reader):
         p = asdict(reader)
     else:
-        p = {k: v for k, v in vars(reader).items() if not k.startswith("_")}
+        p = {k: v for k, v in vars(reader).items() if not k.startswith("_") and k not in STATE_ATTRS}
     return {str(k): _jsonable(v) for k, v in dict(p).items() if k not in LOCATION_PARAMS and not callable(v)}
 
 
@@ -303,9 +309,7 @@ def _build(reader: ReaderLike, ck: CacheKey, pre: SlicePreprocess) -> None:
             elif imgs.shape[1:] != hw:
                 raise ConfigError(f"slice cache: {where} has {imgs.shape[1]}x{imgs.shape[2]} px slices but earlier "
                                   f"cases have {hw[0]}x{hw[1]}; set data.img_size to resize all slices to one size")
-            if not np.isfinite(imgs).all():
-                raise ConfigError(f"slice cache: {where} has NaN or infinite HU values")
-            is_int = bool(imgs.min() >= _INT16.min and imgs.max() <= _INT16.max and np.array_equal(imgs, np.rint(imgs)))
+            is_int = _check_hu(imgs, where)
             all_int16 &= is_int
             if labs is None:
                 labs = np.zeros(imgs.shape, np.uint8)
@@ -357,6 +361,18 @@ def _build(reader: ReaderLike, ck: CacheKey, pre: SlicePreprocess) -> None:
         raise
     log.info("slice cache %s: built %d slices (%s) in %.1f s", ck.dir, total, np.dtype(dtype).name,
              time.perf_counter() - t0)
+
+
+def _check_hu(imgs: np.ndarray, where: str, chunk: int = 32) -> bool:
+    """Raise on NaN/inf HU; return whether every value is an integer in int16 range (checked in chunks of
+    slices, so no full-size temporary copy of a long volume)."""
+    is_int = True
+    for s in range(0, len(imgs), chunk):
+        c = imgs[s:s + chunk]
+        if not np.isfinite(c).all():
+            raise ConfigError(f"slice cache: {where} has NaN or infinite HU values")
+        is_int = is_int and bool(c.min() >= _INT16.min and c.max() <= _INT16.max and np.array_equal(c, np.rint(c)))
+    return is_int
 
 
 def _concat_parts(paths: list[Path], counts: list[int], out: Path, dtype: Any, hw: tuple[int, int]) -> None:
@@ -494,9 +510,13 @@ def _jsonable(v: Any) -> Any:
         return v.item()
     if isinstance(v, np.ndarray):
         return v.tolist()
+    if isinstance(v, re.Pattern):
+        return v.pattern
+    if is_dataclass(v) and not isinstance(v, type):
+        return _jsonable(asdict(v))
     if v is None or isinstance(v, (str, int, float, bool)):
         return v
-    return repr(v)
+    return repr(v)  # objects with a default repr ('<... at 0x...>') would make the key unstable: give params
 
 
 def _scalar(v: Any) -> Any:

@@ -27,14 +27,16 @@ class SliceDataset(Dataset):
 
     def __init__(self, slices: SliceSet, window: str, channels: int, augment: Any = None) -> None:
         self.slices = slices
-        self.inputs = apply_window(slices.images, window, channels)
+        self.window = window
+        self.channels = channels
         self.augment = augment
 
     def __len__(self) -> int:
         return len(self.slices)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        image = torch.from_numpy(self.inputs[i])
+        # windowed per item: cached images are memory-mapped and may not fit in memory as float32
+        image = torch.from_numpy(apply_window(self.slices.images[i:i + 1], self.window, self.channels)[0])
         label = torch.from_numpy(self.slices.labels[i].astype(np.int64))
         if self.augment is not None:
             self.augment.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))

@@ -161,7 +161,7 @@ def case_to_slice_arrays(
     Returns ``images`` float32 HU ``(n, H, W)``, ``labels`` ``(n, H, W)`` in the label's integer dtype (None if the
     case has no label), ``spacing`` float64 ``(n, 2)`` mm per pixel (row, col) and ``slice_index`` int64 ``(n,)``:
     the z index in the (resampled, if ``spacing_3d``) volume, 0 for a 2D case. ``n`` may be 0 (``"target"`` on a
-    case without foreground).
+    case without foreground). Without resizing, the arrays may share memory with ``case`` (do not modify them).
     """
     if pre.spacing_3d is not None and case.is_volume:
         case = resample_volume(case, pre.spacing_3d)
@@ -177,8 +177,9 @@ def case_to_slice_arrays(
     index = np.arange(image.shape[0], dtype=np.int64)
     if pre.slices == "target":
         index = target_slice_indices(label, pre.margin)
-    images = np.asarray(image[index], dtype=np.float32)
-    labels = None if label is None else np.asarray(label[index])
+    every = len(index) == image.shape[0]  # all slices: no fancy-index copy of a possibly 1 GB volume
+    images = np.asarray(image if every else image[index], dtype=np.float32)
+    labels = None if label is None else np.asarray(label if every else label[index])
     if labels is not None and not np.issubdtype(labels.dtype, np.integer):
         if not np.array_equal(labels, np.rint(labels)):
             raise ValueError(f"{case.case_id}: label map has non-integer values")

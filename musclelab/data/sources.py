@@ -19,7 +19,8 @@ from musclelab.registry import Registry
 class SliceSet:
     """2D slices with labels and physical spacing.
 
-    images: float32 ``(N, H, W)`` in HU; labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
+    images: ``(N, H, W)`` in HU — float32 in memory, or a read-only int16/float32 memory map from the slice
+    cache (index it; do not convert the whole array); labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
     (row, column); meta: one row per slice with at least ``case_id`` and ``patient_id``;
     class_names: label value -> name, background first.
     """

@@ -48,6 +48,7 @@ def apply_window(hu: np.ndarray, window: str | Window, channels: int = 1) -> np.
     win = WINDOWS.get(window) if isinstance(window, str) else window
     if channels not in (1, 3):
         raise ValueError(f"data.channels must be 1 or 3 (3 = repeated with ImageNet normalisation), got {channels}")
+    hu = np.asarray(hu, dtype=np.float32)  # also copies int16 / read-only memory-mapped caches
     scaled = ScaleIntensityRange(win.hu_min, win.hu_max, 0.0, 1.0, clip=True, dtype=np.float32)(hu)
     scaled = np.asarray(scaled, dtype=np.float32)
     if win.gamma != 1.0:

@@ -101,6 +101,13 @@ def list_files(folder: Path, exts: Sequence[str] | None = None, recursive: bool 
 # ----------------------------------------------------------------------------------------------------------
 
 
+def missing_file_error(path: str | Path) -> ConfigError:
+    """ConfigError for a file that is not there, with ``.path`` set (for reports)."""
+    err = ConfigError(f"file {path} does not exist")
+    err.path = Path(path)  # type: ignore[attr-defined]
+    return err
+
+
 class UnreadableFileError(ConfigError):
     """A file that exists but cannot be decoded (truncated, corrupt, wrong format). ``path`` names it."""
 
@@ -195,7 +202,7 @@ def read_png(path: str | Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"file {path} does not exist")
+        raise missing_file_error(path)
     try:
         with Image.open(path) as im:
             im.load()
@@ -222,7 +229,7 @@ def open_image(path: str | Path) -> sitk.Image:
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"file {path} does not exist")
+        raise missing_file_error(path)
     kind = file_kind(path)
     if kind == "PNG":
         return sitk.GetImageFromArray(read_png(path))
@@ -232,7 +239,31 @@ def open_image(path: str | Path) -> sitk.Image:
         img = sitk.ReadImage(str(path))
     except RuntimeError as e:
         raise UnreadableFileError(path, kind, _short_reason(e)) from None
+    if kind == "NIfTI" and img.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        img = _restore_nifti_nonfinite(img, path)
     return _squeeze_4d(img, path)
+
+
+def _restore_nifti_nonfinite(img: sitk.Image, path: Path) -> sitk.Image:
+    """Put NaN/inf back where a float NIfTI has them: ITK's NIfTI reader (niftilib) silently sets non-finite
+    floats to 0, which would turn "no data" into water HU and hide the problem from the checks."""
+    import nibabel as nib
+
+    nimg = nib.load(str(path))
+    if nimg.get_data_dtype().kind != "f":
+        return img
+    data = np.asanyarray(nimg.dataobj)
+    bad = ~np.isfinite(data)
+    if not bad.any():
+        return img
+    arr = sitk.GetArrayFromImage(img)
+    vals = data.T[bad.T]
+    if arr.shape != bad.T.shape:  # should not happen; keep ITK's reading rather than guess
+        return img
+    arr[bad.T] = vals.astype(arr.dtype)
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(img)
+    return out
 
 
 def _squeeze_4d(img: sitk.Image, path: Path) -> sitk.Image:
@@ -349,7 +380,7 @@ def read_header(path: str | Path) -> Header:
     truncation, which costs a look at the gzip trailer). Raises :class:`ConfigError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"file {path} does not exist")
+        raise missing_file_error(path)
     kind = file_kind(path)
     if kind == "PNG":
         from PIL import Image
@@ -395,39 +426,46 @@ def make_lut(mapping: Mapping[int, int], size: int | None = None) -> np.ndarray:
     return lut
 
 
+_CHUNK = 1 << 22  # voxels per pass: bounds the int64 temporaries of bincount / table lookup to ~32 MB
+
+
 def map_labels(raw: np.ndarray, lut: np.ndarray, path: str | Path, class_names: Sequence[str],
                case_id: str = "") -> tuple[np.ndarray | None, np.ndarray | None, list[Problem]]:
-    """Map raw label values through ``lut`` (O(n): bincount + table lookup, no sort).
+    """Map raw label values through ``lut`` (O(n) in chunks: bincount + table lookup, no sort).
 
-    Returns ``(label, voxels_per_class, problems)``; label is uint8 (int16 beyond 255 classes) or None when
+    Returns ``(label, voxels_per_class, problems)``; label is uint8 (int16 beyond 256 classes) or None when
     some values are not declared classes (an error problem lists them with their voxel counts)."""
     problems: list[Problem] = []
     a = np.asarray(raw)
     if a.dtype.kind == "f":
-        if not np.isfinite(a).all() or not (a == np.round(a)).all():
-            frac = a[np.isfinite(a) & (a != np.round(a))]
+        finite = np.isfinite(a)
+        if not finite.all() or not (a[finite] == np.round(a[finite])).all():
+            frac = a[finite & (a != np.round(np.where(finite, a, 0)))]
             example = f" (e.g. {float(frac.flat[0]):g})" if frac.size else " (NaN/inf)"
             problems.append(Problem.error(
                 "label_values", f"label map has non-integer values{example}: it looks like an image or an "
                 "interpolated mask; re-export it with integer class values", path, case_id))
             return None, None, problems
-        a = a.astype(np.int64)
-    elif a.dtype.kind not in "iub":
+        a = a.astype(np.int32)
+    elif a.dtype.kind == "b":
+        a = a.view(np.uint8)
+    elif a.dtype.kind not in "iu":
         problems.append(Problem.error("label_values", f"label map has pixel type {a.dtype}: expected integers",
                                       path, case_id))
         return None, None, problems
     n = len(lut)
-    flat = a.ravel()
-    mn, mx = (int(flat.min()), int(flat.max())) if flat.size else (0, 0)
+    flat = a.reshape(-1)
+    counts = np.zeros(n, np.int64)
     bad: dict[int, int] = {}
-    if mn < 0 or mx >= n:
-        outside = flat[(flat < 0) | (flat >= n)]
-        vals, cnt = np.unique(outside, return_counts=True)
-        bad.update({int(v): int(c) for v, c in zip(vals, cnt)})
-        inside = flat[(flat >= 0) & (flat < n)]
-    else:
-        inside = flat
-    counts = np.bincount(inside.astype(np.intp, copy=False), minlength=n)
+    for s in range(0, flat.size, _CHUNK):
+        chunk = flat[s:s + _CHUNK]
+        if chunk.size and (int(chunk.min()) < 0 or int(chunk.max()) >= n):
+            out_of_range = (chunk < 0) | (chunk >= n)
+            vals, cnt = np.unique(chunk[out_of_range], return_counts=True)
+            for v, c in zip(vals, cnt):
+                bad[int(v)] = bad.get(int(v), 0) + int(c)
+            chunk = chunk[~out_of_range]
+        counts += np.bincount(chunk, minlength=n)
     for v in np.flatnonzero((counts > 0) & (lut < 0)):
         bad[int(v)] = int(counts[v])
     if bad:
@@ -438,9 +476,13 @@ def map_labels(raw: np.ndarray, lut: np.ndarray, path: str | Path, class_names: 
             f"{declared}; classes: {', '.join(class_names)}): fix the label file or declare the class",
             path, case_id))
         return None, None, problems
-    per_class = np.bincount(lut[counts > 0], weights=counts[counts > 0], minlength=len(class_names)).astype(np.int64)
-    dtype = np.uint8 if len(class_names) <= 256 else np.int16
-    label = lut.astype(dtype)[a] if a.dtype.kind != "b" else lut.astype(dtype)[a.astype(np.intp)]
+    used = counts > 0
+    per_class = np.bincount(lut[used], weights=counts[used], minlength=len(class_names)).astype(np.int64)
+    table = lut.astype(np.uint8 if len(class_names) <= 256 else np.int16)
+    label = np.empty(a.shape, table.dtype)
+    out = label.reshape(-1)
+    for s in range(0, flat.size, _CHUNK):
+        out[s:s + _CHUNK] = table[flat[s:s + _CHUNK]]
     return label, per_class, problems
 
 
@@ -526,10 +568,12 @@ SPACING_TOL_MM = 1e-3
 
 
 def pair_files(images: Mapping[Any, list[Path]], labels: Mapping[Any, list[Path]],
-               expected_label: Callable[[Any, Path], str]) -> tuple[list[tuple[Any, Path, Path | None]], list[Problem]]:
+               expected_label: Callable[[Any, Path], str], case_id: Callable[[Any], str] = str,
+               ) -> tuple[list[tuple[Any, Path, Path | None]], list[Problem]]:
     """Pair image files with label files by key. Returns ``[(key, image, label or None)]`` (one entry per
     image file, so two images with the same key give a duplicate id) and the pairing problems: missing label
-    (error), several labels for one key (error), label without image (warning)."""
+    (error), several labels for one key (error), label without image (warning). ``case_id(key)`` names the
+    case in the problems."""
     pairs: list[tuple[Any, Path, Path | None]] = []
     problems: list[Problem] = []
     for key in sorted(images, key=lambda k: natural_key(str(k))):
@@ -537,18 +581,18 @@ def pair_files(images: Mapping[Any, list[Path]], labels: Mapping[Any, list[Path]
         if len(labs) > 1:
             problems.append(Problem.error(
                 "duplicate_label", f"{len(labs)} label files for one case ({', '.join(p.name for p in labs)}): "
-                "keep one and remove the others", labs[1]))
+                "keep one and remove the others", labs[1], case_id(key)))
         for img in images[key]:
             if not labs:
                 problems.append(Problem.error(
                     "missing_label", f"no label file for this image (expected {expected_label(key, img)}): add "
-                    "the mask or move the image out of the data folder", img))
+                    "the mask or move the image out of the data folder", img, case_id(key)))
             pairs.append((key, img, labs[0] if labs else None))
     for key in sorted(set(labels) - set(images), key=lambda k: natural_key(str(k))):
         for lab in labels[key]:
             problems.append(Problem.warning(
                 "orphan_label", "label file without an image (renamed or missing image?): add the image or "
-                "remove the label", lab))
+                "remove the label", lab, case_id(key)))
     return pairs, problems
 
 
@@ -623,9 +667,11 @@ class Reader:
     def dimension_problems(self, ref: CaseRef, img_shape: tuple[int, ...]) -> list[Problem]:
         """The image has the dimensionality this source holds (single slices for 2D sources)."""
         if self.ndim == 2 and len(img_shape) != 2:
+            what = ("a single coronal/sagittal slice" if 1 in img_shape else "a volume") + \
+                f" of {_fmt_shape(img_shape)} voxels"
             return [Problem.error(
-                "dimensions", f"image is a volume of {_fmt_shape(img_shape)} voxels: this source expects single "
-                "axial slices; export the one slice (e.g. L3) or use a volume reader", ref.image[0], ref.case_id)]
+                "dimensions", f"image is {what}: this source expects single axial slices; export the one axial "
+                "slice (e.g. L3) or use a volume reader", ref.image[0], ref.case_id)]
         return []
 
     def geometry_problems(self, ref: CaseRef, img_shape: tuple[int, ...], img_spacing: Sequence[float] | None,

@@ -70,7 +70,8 @@ class BtcvReader(Reader):
                 labels.setdefault(m.group(1), []).append(p)
         if not images:
             raise ConfigError(f"btcv: no img<XXXX>.nii[.gz] files in {base / 'img'}")
-        pairs, self.scan_problems = pair_files(images, labels, lambda k, img: f"label/label{k}.nii.gz")
+        pairs, self.scan_problems = pair_files(images, labels, lambda k, img: f"label/label{k}.nii.gz",
+                                                   lambda k: f"img{k}")
         return [CaseRef(f"img{k}", f"btcv-{k}", (img,), (lab,) if lab else ()) for k, img, lab in pairs]
 
     def label_lut(self, ref: CaseRef, path: Path) -> np.ndarray:

@@ -28,12 +28,18 @@ import SimpleITK as sitk
 
 from musclelab.data.readers.base import (
     READERS, CaseRef, Decoded, Header, Problem, Reader, UnreadableFileError, _fmt_shape, _short_reason,
-    list_files, lps_permutation, read_header, read_png, to_lps,
+    list_files, lps_permutation, natural_key, read_header, read_png, to_lps,
 )
 from musclelab.errors import ConfigError
 
 _LUT = np.ones(65536, np.int32)
 _LUT[0] = 0
+
+
+def _with_path(path: Path, message: str) -> ConfigError:
+    err = ConfigError(message)
+    err.path = Path(path)  # type: ignore[attr-defined]
+    return err
 
 
 @dataclass
@@ -67,15 +73,15 @@ def read_series_info(files: tuple[Path, ...]) -> SeriesInfo:
             size = (int(ds.Rows), int(ds.Columns))
             ps = (float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1]))
         except (AttributeError, TypeError, ValueError, IndexError):
-            raise ConfigError(f"DICOM slice {f} lacks ImagePositionPatient / ImageOrientationPatient / Rows / "
-                              "Columns / PixelSpacing: the slices cannot be ordered in space; re-export the "
-                              "series with full geometry") from None
+            raise _with_path(f, f"DICOM slice {f} lacks ImagePositionPatient / ImageOrientationPatient / Rows / "
+                             "Columns / PixelSpacing: the slices cannot be ordered in space; re-export the "
+                             "series with full geometry") from None
         if iop0 is None:
             iop0, size0, ps0 = iop, size, ps
         elif size != size0 or np.abs(iop - iop0).max() > 1e-4:
-            raise ConfigError(f"DICOM slice {f} has size {size} / orientation {iop.tolist()} but the first slice "
-                              f"{files[0].name} has {size0} / {iop0.tolist()}: one series must share both; remove "
-                              "slices of other series")
+            raise _with_path(f, f"DICOM slice {f} has size {size} / orientation {iop.tolist()} but the first "
+                             f"slice {files[0].name} has {size0} / {iop0.tolist()}: one series must share both; "
+                             "remove slices of other series")
         ipp.append(pos)
     row_dir, col_dir = iop0[:3], iop0[3:]
     normal = np.cross(row_dir, col_dir)
@@ -86,8 +92,8 @@ def read_series_info(files: tuple[Path, ...]) -> SeriesInfo:
         dup = np.flatnonzero(np.diff(positions) < 1e-3)
         if dup.size:
             a, b = files[order[dup[0]]], files[order[dup[0] + 1]]
-            raise ConfigError(f"DICOM slices {a.name} and {b.name} in {a.parent} are at the same position "
-                              f"({positions[dup[0]]:.3f} mm along the slice normal): remove the duplicate")
+            raise _with_path(b, f"DICOM slices {a.name} and {b.name} in {a.parent} are at the same position "
+                             f"({positions[dup[0]]:.3f} mm along the slice normal): remove the duplicate")
     direction = np.stack([row_dir, col_dir, normal], axis=1)
     return SeriesInfo(tuple(files), size0[0], size0[1], order, positions, direction, ps0)
 
@@ -118,20 +124,22 @@ class ChaosReader(Reader):
         base = self._base()
         refs, problems = [], []
         patients = sorted((d for d in base.iterdir() if d.is_dir() and (d / "DICOM_anon").is_dir()
-                           and not d.name.startswith(".")), key=lambda d: (len(d.name), d.name))
+                           and not d.name.startswith(".")), key=natural_key)
         if (self.root / "DICOM_anon").is_dir():
             patients = [self.root]
         for d in patients:
             dcm = tuple(list_files(d / "DICOM_anon", (".dcm",)))
             png = tuple(list_files(d / "Ground", (".png",)))
             if not dcm:
-                problems.append(Problem.error("missing_image", "no .dcm files in this DICOM_anon folder",
-                                              d / "DICOM_anon"))
+                problems.append(Problem.error("missing_image", "no .dcm files in this DICOM_anon folder: add the "
+                                              "series or remove the patient folder", d / "DICOM_anon",
+                                              f"chaos-ct-{d.name}"))
                 continue
             if not png:
                 problems.append(Problem.error(
                     "missing_label", f"no Ground/*.png masks for this patient (expected {len(dcm)} files "
-                    "liver_GT_000.png ...): add them or move the patient out of the data folder", d / "Ground"))
+                    "liver_GT_000.png ...): add them or move the patient out of the data folder", d / "Ground",
+                    f"chaos-ct-{d.name}"))
             refs.append(CaseRef(f"chaos-ct-{d.name}", f"chaos-{d.name}", dcm, png, meta={"patient_folder": d.name}))
         if not refs and not problems:
             raise ConfigError(f"chaos: no patients found under {base}")

@@ -56,7 +56,8 @@ class LitsReader(Reader):
         if not images:
             raise ConfigError(f"lits: no volume-<i>.nii[.gz] files under {self.root} (config field data.root); "
                               "point it at the folder holding the LiTS training batches")
-        pairs, self.scan_problems = pair_files(images, labels, lambda k, img: f"segmentation-{k}.nii[.gz]")
+        pairs, self.scan_problems = pair_files(images, labels, lambda k, img: f"segmentation-{k}.nii[.gz]",
+                                                   lambda k: f"volume-{k}")
         return [CaseRef(f"volume-{k}", f"lits-{k}", (img,), (lab,) if lab else ()) for k, img, lab in pairs]
 
     def label_lut(self, ref: CaseRef, path: Path) -> np.ndarray:
