@@ -318,7 +318,15 @@ def make_fake_chaos(root: Path, n_patients: int = 2, n_slices: int = 6, seed: in
     sz, sr, sc = fd.spacing
     iop = np.asarray(iop, float)
     row_dir, col_dir = iop[:3], iop[3:]
+    assert abs(row_dir[0]) == 1 and abs(col_dir[1]) == 1, "fake CHAOS supports axial (+-x, +-y) cosines only"
     h, w = SHAPE_2D
+    # LPS voxel (z, r, c) sits at corner + (c*sc, r*sr, z*sz). Stored pixel (i, j) (row i, column j) sits at
+    # ipp + j*sc*row_dir + i*sr*col_dir, so it shows LPS column c0 + j*sign(row_dir.x), row r0 + i*sign(col_dir.y)
+    c0 = 0 if row_dir[0] > 0 else w - 1
+    r0 = 0 if col_dir[1] > 0 else h - 1
+    ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    rr, cc = r0 + ii * int(col_dir[1]), c0 + jj * int(row_dir[0])
+    corner = np.array([5.0, -7.0, 100.0])
     for p in range(1, n_patients + 1):
         pdir = root / "Train_Sets" / "CT" / str(p)
         cid = f"chaos-ct-{p}"
@@ -329,24 +337,12 @@ def make_fake_chaos(root: Path, n_patients: int = 2, n_slices: int = 6, seed: in
             perm = rng.permutation(n_slices)
         slope = 2.0 if p == 2 else 1.0
         for k in range(n_slices):
-            z = int(perm[k])
-            # LPS voxel (z, r, c) sits at (c*sc, r*sr, z*sz) + origin. Stored pixel (i, j) = row i, column j
-            # sits at ipp + j*sc*row_dir + i*sr*col_dir; pick the LPS pixel for each stored pixel.
-            corner = np.array([5.0, -7.0, 100.0])
-            ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-            # stored (0, 0) must be the LPS-grid pixel at the corner the cosines start from
-            c0 = 0 if row_dir[0] > 0 else w - 1
-            r0 = 0 if col_dir[1] > 0 else h - 1
-            cc = c0 + jj * int(np.sign(row_dir[0])) if row_dir[0] != 0 else None
-            rr = r0 + ii * int(np.sign(col_dir[1])) if col_dir[1] != 0 else None
-            assert cc is not None and rr is not None, "fake CHAOS supports axial cosines only"
+            z = int(perm[k])                          # DICOM file k holds LPS slice z
             ipp = corner + np.array([c0 * sc, r0 * sr, z * sz])
-            stored_hu = vol[z][rr, cc]
-            stored_mask = lab[z][rr, cc]
-            write_dicom_slice(pdir / "DICOM_anon" / f"i{k:04d},0000b.dcm", stored_hu, ipp=ipp, iop=iop,
+            write_dicom_slice(pdir / "DICOM_anon" / f"i{k:04d},0000b.dcm", vol[z][rr, cc], ipp=ipp, iop=iop,
                               pixel_spacing=(sr, sc), thickness=sz, instance=k + 1, slope=slope,
                               series_uid=f"1.2.826.0.1.3680043.8.498.{p}", patient_id=str(p))
-            write_png(pdir / "Ground" / f"liver_GT_{k:03d}.png", stored_mask * 255)
+            write_png(pdir / "Ground" / f"liver_GT_{k:03d}.png", lab[z][rr, cc] * 255)
         fd.ids.append(cid)
         fd.patient_ids[cid] = f"chaos-{p}"
         fd.images[cid], fd.labels[cid] = vol, lab

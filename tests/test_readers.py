@@ -2,6 +2,7 @@
 patient ids, CHAOS slice ordering and mask matching, phantom export round trip. All on tiny fake data."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -246,10 +247,11 @@ def test_msd_patient_regex_and_bad_json(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_chaos_orders_slices_by_position_and_matches_masks(tmp_path):
+@pytest.mark.parametrize("iop", [(-1, 0, 0, 0, 1, 0), (1, 0, 0, 0, -1, 0), (1, 0, 0, 0, 1, 0)])
+def test_chaos_orders_slices_by_position_and_matches_masks(tmp_path, iop):
     import pydicom
 
-    fd = F.make_fake_chaos(tmp_path, n_patients=2)
+    fd = F.make_fake_chaos(tmp_path, n_patients=2, iop=iop)
     r = build_reader("chaos", tmp_path)
     refs = r.scan()
     assert [x.case_id for x in refs] == ["chaos-ct-1", "chaos-ct-2"]
@@ -286,7 +288,7 @@ def test_chaos_mask_count_mismatch_raises(tmp_path):
 
 def test_l3_folder_mixed_formats_binary(tmp_path):
     fd = F.make_fake_l3_folder(tmp_path, observers=2)
-    r = build_reader("l3_folder", tmp_path)
+    r = build_reader("l3_folder", tmp_path, load_observers=True)
     assert r.class_names == ("background", "muscle")
     cases = load_all(r)
     assert list(cases) == fd.ids  # "007" stays a string id
@@ -301,8 +303,14 @@ def test_l3_folder_mixed_formats_binary(tmp_path):
             np.testing.assert_array_equal(m, fd.extra["observers"][cid][name])
         assert_block_anterior_left(c.image)
     assert cases["007"].patient_id == cases["c1"].patient_id == "p01"
-    no_obs = build_reader("l3_folder", tmp_path, load_observers=False)
-    assert "observers" not in no_obs.load(no_obs.scan()[0]).meta
+    assert cases["c2"].files[-1].parts[-2:] == ("obs2", "c2.nrrd")
+    # default: observers stay out of Case.meta (scalar meta for the slice cache) and are read on demand
+    plain = build_reader("l3_folder", tmp_path)
+    ref = plain.scan()[0]
+    c = plain.load(ref)
+    assert "observers" not in c.meta and len(c.files) == 2 and set(ref.observers) == {"obs1", "obs2"}
+    masks = plain.observer_masks(ref)
+    np.testing.assert_array_equal(masks["obs2"], fd.extra["observers"]["007"]["obs2"])
 
 
 def test_l3_folder_labels_yaml_and_param(tmp_path):
@@ -357,3 +365,4 @@ def test_readers_never_write_into_root(tmp_path):
         r.load_all()
         verify_dataset(r)
         assert F.tree_state(fd.root) == before, name
+        json.dumps(r.params)  # the slice cache keys on them

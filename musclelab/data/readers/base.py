@@ -533,8 +533,9 @@ class CaseRef:
 
     image: the image file(s): one file, or every slice file of a DICOM series (in the reader's pairing order);
     label: the label file(s) paired with it (one file, or one PNG per DICOM slice); empty if none was found.
-    observers: extra annotations of the same image, observer name -> file. meta: metadata known without
-    decoding (e.g. the ``meta.csv`` row)."""
+    observers: extra annotations of the same image, observer name -> file (checked by verify, decoded only
+    on request: :meth:`Reader.observer_masks`). meta: metadata known without decoding (e.g. the ``meta.csv``
+    row)."""
 
     case_id: str
     patient_id: str
@@ -545,8 +546,8 @@ class CaseRef:
 
     @property
     def files(self) -> tuple[Path, ...]:
-        """Every file of the case, image first."""
-        return (*self.image, *self.label, *self.observers.values())
+        """The files :meth:`Reader.load` reads by default (image first, then label; not the observers)."""
+        return (*self.image, *self.label)
 
 
 @dataclass
@@ -613,15 +614,25 @@ class Reader:
     name: ClassVar[str] = ""
     #: dimensionality of the images this source holds (3 volumes, 2 single slices)
     ndim: ClassVar[int] = 3
+    #: put the observers' masks into ``Case.meta["observers"]`` on every load (arrays: keep off for caching)
+    observers_in_meta: bool = False
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise ConfigError(f"data root {self.root} does not exist or is not a folder (config field data.root)")
         self.scan_problems: list[Problem] = []
+        self._params: dict[str, Any] = {}
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The effective parameters that define what ``load`` returns (not the root), JSON-able: the slice cache
+        keys on them. Includes label definitions read from the data folder (labels.yaml, dataset.json)."""
+        return dict(self._params)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(root={str(self.root)!r})"
+        extra = "".join(f", {k}={v!r}" for k, v in self._params.items())
+        return f"{type(self).__name__}(root={str(self.root)!r}{extra})"
 
     # -- to implement ------------------------------------------------------------------------------------
 
@@ -647,14 +658,14 @@ class Reader:
         lh = read_header(ref.label[0]) if ref.label else None
         return ih, lh
 
-    def decode(self, ref: CaseRef) -> Decoded:
-        """Decode image (float32 HU) and raw label into LPS arrays."""
+    def decode(self, ref: CaseRef, observers: bool = True) -> Decoded:
+        """Decode image (float32 HU), raw label and (``observers``) the observers' raw masks into LPS arrays."""
         native = open_image(ref.image[0])
         image, spacing = to_lps(native)
         out = Decoded(image.astype(np.float32, copy=False), spacing, native=native)
         if ref.label:
             out.raw_label, out.label_spacing = self._read_label(ref.label[0], native)
-        for name, path in ref.observers.items():
+        for name, path in (ref.observers.items() if observers else ()):
             out.observers[name] = self._read_label(path, native)
         return out
 
@@ -757,10 +768,19 @@ class Reader:
         return probs + cp
 
     def load(self, ref: CaseRef) -> Case:
-        """Decode one case into a :class:`Case` (LPS arrays, float32 HU, mapped label, spacing in mm; extra
-        observers' masks in ``meta["observers"]``). Raises :class:`ConfigError` for geometry mismatches,
-        undeclared label values or NaN/inf HU."""
-        d = self.decode(ref)
+        """Decode one case into a :class:`Case` (LPS arrays, float32 HU, mapped label, spacing in mm; with
+        ``observers_in_meta`` also the observers' masks in ``meta["observers"]``). Raises :class:`ConfigError`
+        for geometry mismatches, undeclared label values or NaN/inf HU."""
+        return self._load(ref, self.observers_in_meta)
+
+    def observer_masks(self, ref: CaseRef) -> dict[str, np.ndarray]:
+        """The other annotators' masks of ``ref`` (observer name -> label map in LPS, mapped like the label)."""
+        if not ref.observers:
+            return {}
+        return self._load(ref, True).meta["observers"]
+
+    def _load(self, ref: CaseRef, observers: bool) -> Case:
+        d = self.decode(ref, observers=observers)
         probs = self.dimension_problems(ref, d.image.shape)
         if d.raw_label is not None:
             lab_file = ref.label[0] if len(ref.label) == 1 else ref.label[0].parent
@@ -779,9 +799,11 @@ class Reader:
                 f"{p.file + ': ' if p.file else ''}{p.message}" for p in errors)
                 + " (run verify_dataset for a report over the whole data set)")
         meta = {"source": self.name, **ref.meta}
-        if d.observer_labels:
+        files = ref.files
+        if observers and ref.observers:
             meta["observers"] = dict(d.observer_labels)
-        return Case(ref.case_id, ref.patient_id, d.image, label, d.spacing, meta, ref.files)
+            files = (*files, *ref.observers.values())
+        return Case(ref.case_id, ref.patient_id, d.image, label, d.spacing, meta, files)
 
     def layout_problems(self, refs: Sequence[CaseRef]) -> list[Problem]:
         """Data-set level problems: duplicate case ids plus what :meth:`scan` found while pairing."""

@@ -45,6 +45,7 @@ class BtcvReader(Reader):
         values = resolve_targets([6] if target_labels is None else target_labels, ORGANS,
                                  "btcv target_labels (config field data.target_labels)", ALIASES)
         self.target_values = values
+        self._params = {"target_labels": list(values)}
         self._lut = make_lut({0: 0, **{v: 0 for v in ORGANS}, **{v: i + 1 for i, v in enumerate(values)}})
 
     @property

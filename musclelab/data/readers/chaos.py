@@ -64,9 +64,15 @@ def read_series_info(files: tuple[Path, ...]) -> SeriesInfo:
     ipp, iop0, size0, ps0 = [], None, None, None
     for f in files:
         try:
-            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+            try:
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+            except pydicom.errors.InvalidDicomError:  # no 128-byte preamble / DICM prefix: old exports
+                ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True)
+                if "Rows" not in ds:
+                    raise
         except Exception as e:  # pydicom raises InvalidDicomError, EOFError, OSError, ...
-            raise UnreadableFileError(f, "DICOM", _short_reason(e)) from None
+            reason = "no DICOM header found" if isinstance(e, pydicom.errors.InvalidDicomError) else _short_reason(e)
+            raise UnreadableFileError(f, "DICOM", reason) from None
         try:
             pos = [float(v) for v in ds.ImagePositionPatient]
             iop = np.array([float(v) for v in ds.ImageOrientationPatient])
@@ -189,7 +195,7 @@ class ChaosReader(Reader):
                     "slices?): the volume's z spacing assumes a regular step", ref.image[0].parent, ref.case_id))
         return probs
 
-    def decode(self, ref: CaseRef) -> Decoded:
+    def decode(self, ref: CaseRef, observers: bool = True) -> Decoded:
         info = read_series_info(ref.image)
         files = [str(info.files[i]) for i in info.order]
         reader = sitk.ImageSeriesReader()

@@ -67,8 +67,11 @@ class L3FolderReader(Reader):
 
     Parameters: ``labels`` (name -> mask value; overrides ``labels.yaml``), ``images_dir`` / ``masks_dir``
     (folder names; e.g. ``masks_dir=masks_muscles`` for the phantom's individual muscles with
-    ``labels``), ``observers_dir``, ``meta_file``, ``load_observers`` (read observers' masks into
-    ``Case.meta["observers"]``). Case id = file stem; patient id from ``meta.csv`` (default: the case id).
+    ``labels``), ``observers_dir``, ``meta_file``, ``load_observers`` (also decode the observers' masks into
+    ``Case.meta["observers"]`` = {name: label map} on every load; off by default because arrays in ``meta``
+    do not belong in the slice cache's meta.csv; :meth:`observer_masks` reads them for one case on demand).
+    Case id = file stem; patient id from ``meta.csv`` (default: the case id). Observers are always checked by
+    ``verify_dataset``.
     """
 
     name = "l3_folder"
@@ -76,17 +79,22 @@ class L3FolderReader(Reader):
 
     def __init__(self, root: str | Path, labels: Mapping[str, int] | None = None, images_dir: str = "images",
                  masks_dir: str = "masks", observers_dir: str = "observers", meta_file: str = "meta.csv",
-                 load_observers: bool = True) -> None:
+                 load_observers: bool = False) -> None:
         super().__init__(root)
         self.images_dir, self.masks_dir, self.observers_dir = images_dir, masks_dir, observers_dir
         self.meta_file = meta_file
-        self.load_observers = load_observers
+        self.observers_in_meta = bool(load_observers)
         if labels is not None:
             self.label_values = _parse_labels(dict(labels), "l3_folder labels (config field data.labels)")
         elif (self.root / "labels.yaml").is_file():
             self.label_values = self._read_labels_yaml(self.root / "labels.yaml")
         else:
             self.label_values = None
+        self._params = {
+            "labels": None if self.label_values is None else {n: v for v, n in self.label_values.items()},
+            "images_dir": images_dir, "masks_dir": masks_dir, "observers_dir": observers_dir,
+            "meta_file": meta_file, "load_observers": bool(load_observers),
+        }
         if self.label_values is None:
             self._lut = make_lut({0: 0, 1: 1})
             self._png_lut = make_lut({0: 0, 1: 1, 255: 1})
@@ -186,8 +194,7 @@ class L3FolderReader(Reader):
                     "a row so splits keep each patient's cases together)", img, k))
             pid = row.get("patient_id")
             pid = str(pid) if pid not in (None, "") else k
-            obs = {name: files[k][0] for name, files in observers.items() if files.get(k)} \
-                if self.load_observers else {}
+            obs = {name: files[k][0] for name, files in observers.items() if files.get(k)}
             refs.append(CaseRef(k, pid, (img,), (lab,) if lab else (), obs, row))
         self.scan_problems = problems
         return refs

@@ -39,6 +39,7 @@ class LitsReader(Reader):
             raise ConfigError(f"lits: unknown target {target!r} (config field data.target); choose one of "
                               f"{', '.join(TARGETS)}")
         self.target = target
+        self._params = {"target": target}
         self._lut = make_lut(TARGETS[target][0])
 
     @property

@@ -83,6 +83,8 @@ class MsdReader(Reader):
             self.patient_regex = re.compile(patient_regex) if patient_regex else None
         except re.error as e:
             raise ConfigError(f"msd: patient_regex {patient_regex!r} is not a valid regular expression: {e}") from None
+        self._params = {"target_labels": list(values), "patient_regex": patient_regex or None,
+                        "labels": {str(v): n for v, n in self.label_names.items()}, "file_ending": self.file_ending}
 
     @property
     def class_names(self) -> tuple[str, ...]:
