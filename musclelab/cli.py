@@ -3,6 +3,8 @@
 * ``musclelab train [overrides] [-m]`` — the Hydra training app (any Hydra override or multirun works);
   ``musclelab train resume=<run dir>`` continues an interrupted run in its own directory.
 * ``musclelab phantom --out DIR --n 50 --site b`` — write phantom cases to disk as NIfTI + meta.csv.
+* ``musclelab data verify <dataset> --root DIR [overrides]`` — integrity checks; exits 1 on errors.
+* ``musclelab data prepare <dataset> --root DIR [overrides]`` — build the 2D slice cache training will use.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-SUBCOMMANDS = ("train", "phantom")
+SUBCOMMANDS = ("train", "phantom", "data")
 
 
 def config_dir() -> Path:
@@ -93,6 +95,61 @@ def run_phantom(args: list[str]) -> None:
     print(f"wrote {ns.n} phantom cases (site {ns.site}, {ns.size}x{ns.size}) to {out}")
 
 
+def compose_train_config(overrides: list[str]):
+    """The training config composed exactly as ``musclelab train`` would, without running Hydra's app."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def run_data(args: list[str]) -> None:
+    """``musclelab data verify|prepare <dataset> --root DIR [Hydra overrides]``."""
+    from musclelab.errors import ConfigError
+
+    p = argparse.ArgumentParser(
+        prog="musclelab data", description="Check a data set, or build the slice cache training reads. Extra "
+        "arguments are Hydra overrides of the training config (e.g. data.img_size=224), so the cache built here "
+        "is the one `musclelab train` with the same overrides uses.")
+    p.add_argument("action", choices=("verify", "prepare"))
+    p.add_argument("dataset", help="data config name: lits, btcv, chaos, l3_folder, msd")
+    p.add_argument("--root", required=True, type=Path, help="the data set's folder (read only)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.source.slices=all")
+    ns = p.parse_intermixed_args(args)
+    try:
+        cfg = compose_train_config([f"data={ns.dataset}", f"data.root={_quote(str(ns.root.resolve()))}",
+                                    *ns.overrides])
+        if ns.action == "verify":
+            _verify(cfg)
+        else:
+            _prepare(cfg)
+    except ConfigError as err:
+        raise SystemExit(f"musclelab data {ns.action}: error: {err}") from None
+
+
+def _verify(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from musclelab.data.readers import build_reader
+    from musclelab.data.verify import verify_dataset
+
+    reader_params = OmegaConf.to_container(cfg.data.source.get("reader") or {}, resolve=True)
+    report = verify_dataset(build_reader(cfg.data.name, cfg.data.root, **reader_params), decode=True)
+    print(report.table())
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def _prepare(cfg) -> None:
+    from musclelab.train import build_datamodule
+
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    info = {k: len(v) for k, v in dm.datasets.items()}
+    cache = dm.datasets["train"].slices.meta.attrs.get("cache_dir", "(no cache: generated data)")
+    print(f"{cfg.data.name}: slices per split {info}; cache: {cache}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``musclelab`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -102,10 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"musclelab: unknown sub-command '{argv[0]}'; known: {', '.join(SUBCOMMANDS)}")
         return
     cmd, rest = argv[0], argv[1:]
-    if cmd == "train":
-        run_train(rest)
-    else:
-        run_phantom(rest)
+    {"train": run_train, "phantom": run_phantom, "data": run_data}[cmd](rest)
 
 
 if __name__ == "__main__":

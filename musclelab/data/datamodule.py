@@ -63,7 +63,8 @@ class SegmentationDataModule(pl.LightningDataModule):
     """
 
     def __init__(
-        self, name: str, img_size: int = 128, source: dict | None = None, window: str = "abdomen",
+        self, name: str, img_size: int = 128, source: dict | None = None, root: str | None = None,
+        cache_dir: str | None = None, window: str = "abdomen",
         channels: int = 1, split: str = "holdout", val_fraction: float = 0.15, test_fraction: float = 0.2,
         n_folds: int = 4, fold: int = 0, n_train: int | None = None, subset_draw: int = 0,
         split_seed: int = 0, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
@@ -73,6 +74,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.name = name
         self.img_size = img_size
         self.source_params = dict(source or {})
+        self.root = root
+        self.cache_dir = cache_dir
         self.window = window
         self.channels = channels
         if split not in SPLITS:
@@ -97,7 +100,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Load the source and split it (idempotent: later calls reuse the first)."""
         if self.datasets:
             return
-        data = load_source(self.name, self.img_size, self.source_params)
+        data = load_source(self.name, self.img_size, self.source_params, self.root, self.cache_dir)
         pool = data.pool
         patients = pool.meta["patient_id"].tolist()
         if self.split == "kfold":

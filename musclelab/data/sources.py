@@ -96,13 +96,49 @@ def phantom_source(
     return SourceData(pool, external)
 
 
-def load_source(name: str, img_size: int, params: dict) -> SourceData:
+def _reader_source(name: str) -> SourceFn:
+    """A source that reads data set ``name`` from ``root`` through its reader, checks it, and serves its 2D
+    slices from the memory-mapped slice cache (built on first use, rebuilt when files or settings change)."""
+
+    def source(*, img_size: int, root: str | None, cache_dir: str, slices: str = "target", margin: int = 0,
+               reader: dict | None = None) -> SourceData:
+        from musclelab.data.cache import SliceCache
+        from musclelab.data.preprocess import SlicePreprocess
+        from musclelab.data.readers import build_reader
+        from musclelab.data.verify import verify_dataset
+        from musclelab.errors import ConfigError
+
+        if not root:
+            raise ConfigError(f"data={name} needs the data set's folder: add data.root=/path/to/{name}")
+        rdr = build_reader(name, root, **(reader or {}))
+        verify_dataset(rdr, decode=False).raise_if_errors()  # headers only; decoding checks run in the cache build
+        pre = SlicePreprocess(img_size=img_size, slices=slices, margin=margin)
+        return SourceData(SliceCache.build_or_load(rdr, pre, cache_dir, name))
+
+    source.__doc__ = f"Data set '{name}' from data.root through the '{name}' reader and the slice cache."
+    return source
+
+
+for _name in ("lits", "btcv", "chaos", "l3_folder", "msd"):
+    SOURCES.register(_name)(_reader_source(_name))
+
+
+# arguments the datamodule supplies itself (from data.img_size, data.root, data.cache_dir), not data.source
+SUPPLIED = ("img_size", "root", "cache_dir")
+
+
+def load_source(name: str, img_size: int, params: dict, root: str | None = None,
+                cache_dir: str | None = None) -> SourceData:
     """Run the source called ``name`` with its ``data.source`` parameters; unknown parameters name the field."""
     fn = SOURCES.get(name)
-    known = [p for p in inspect.signature(fn).parameters if p != "img_size"]
+    signature = inspect.signature(fn).parameters
+    known = [p for p in signature if p not in SUPPLIED]
     unknown = sorted(set(params) - set(known))
     if unknown:
         raise ValueError(
             f"data.source.{unknown[0]} is not a parameter of dataset '{name}'; known parameters: {', '.join(known)}"
         )
-    return fn(img_size=img_size, **params)
+    supplied = {"img_size": img_size, "root": root, "cache_dir": cache_dir}
+    if root and "root" not in signature:
+        raise ValueError(f"data.root is set but dataset '{name}' is generated, not read; remove data.root")
+    return fn(**{k: v for k, v in supplied.items() if k in signature}, **params)

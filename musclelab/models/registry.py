@@ -41,6 +41,8 @@ __all__ = [
     "check_input_size",
     "model_defaults",
     "accepted_params",
+    "adapt_conv_weight",
+    "read_state_dict",
 ]
 
 log = logging.getLogger(__name__)
@@ -613,8 +615,17 @@ class FCNLogits(nn.Module):
         return nn.functional.interpolate(out, size=size, mode="bilinear", align_corners=False)
 
 
+def adapt_conv_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """A conv weight ``(out, c, kh, kw)`` re-made for ``in_channels`` inputs: the mean over the ``c``
+    input filters, repeated and scaled by ``c / in_channels``. For one channel this is the sum of the RGB
+    filters, so a grey image gives the activations the original conv gives that image replicated to RGB.
+    """
+    mean = weight.detach().mean(dim=1, keepdim=True)
+    return mean.repeat(1, in_channels, 1, 1) * (weight.shape[1] / in_channels)
+
+
 def _adapted_conv1(weight: torch.Tensor | None, in_channels: int, like: nn.Conv2d) -> nn.Conv2d:
-    """A stem conv for ``in_channels``; from RGB ``weight`` (mean over channels, rescaled) if given."""
+    """A stem conv for ``in_channels``; from RGB ``weight`` (:func:`adapt_conv_weight`) if given."""
     conv = nn.Conv2d(
         in_channels, like.out_channels, like.kernel_size, like.stride, like.padding, bias=False
     )
@@ -622,9 +633,24 @@ def _adapted_conv1(weight: torch.Tensor | None, in_channels: int, like: nn.Conv2
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     else:
         with torch.no_grad():
-            mean = weight.mean(dim=1, keepdim=True)
-            conv.weight.copy_(mean.repeat(1, in_channels, 1, 1) * (weight.shape[1] / in_channels))
+            conv.weight.copy_(adapt_conv_weight(weight, in_channels))
     return conv
+
+
+def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, torch.Tensor]:
+    """The tensors of a local weights file, loaded on CPU with ``weights_only=True`` (no code runs).
+
+    Accepts a plain state dict or one nested under ``"state_dict"`` (Lightning checkpoint) / ``"model"``;
+    keys are returned unchanged (prefixes such as ``net.`` are the caller's business). ``what`` names
+    the file in the ``ValueError`` raised when it does not hold a state dict.
+    """
+    obj = torch.load(os.path.expanduser(str(path)), map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{what}={str(path)!r} does not hold a state dict")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
 
 
 def _load_fcn_state(model: nn.Module, path: str, in_channels: int, name: str) -> None:
@@ -635,13 +661,7 @@ def _load_fcn_state(model: nn.Module, path: str, in_channels: int, name: str) ->
     ``net.``) and with ``module.`` / ``net.`` prefixes, or a plain ResNet
     backbone state dict (keys ``conv1.weight``, ``layer1...``).
     """
-    obj = torch.load(os.path.expanduser(path), map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not obj:
-        raise ValueError(f"model '{name}': {_field('weights_path')}={path!r} does not hold a state dict")
-    state: dict[str, torch.Tensor] = dict(obj)
+    state = read_state_dict(path, f"model '{name}': {_field('weights_path')}")
     for prefix in ("module.", "net."):  # DataParallel / musclelab Lightning task (``self.net``) layouts
         if any(k.startswith(prefix) for k in state):
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
