@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -17,12 +18,12 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from musclelab.callbacks import EpochMetricsCSV
 from musclelab.data.datamodule import SegmentationDataModule
-from musclelab.data.sources import SOURCES
+from musclelab.data.sources import SOURCES, SliceSet
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, atomic_write_text
 from musclelab.loggers import LOGGERS, build_logger, finish_wandb
 from musclelab.losses import LOSSES
-from musclelab.metrics import summarize
+from musclelab.metrics import observer_agreement, summarize
 from musclelab.models import MODELS, check_input_size
 from musclelab.optim import OPTIMIZERS, SCHEDULERS
 from musclelab.outputs.plots import plot_learning_curve, plot_overlays
@@ -144,7 +145,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         in_channels=cfg.data.channels, class_names=list(dm.class_names), img_size=cfg.data.img_size,
         loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params") or OmegaConf.create({}), ()),
         optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=monitor,
-        overlay_cases=cfg.callbacks.overlay_cases,
+        overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),
         meta={"data": cfg.data.name, "window": cfg.data.window, "channels": cfg.data.channels,
               "source": _params(cfg.data.source, ())},
     )
@@ -173,6 +174,22 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     return result
 
 
+def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
+    """``observers.csv``: every extra annotator of each binary test slice scored against the reference
+    (Dice, RMS-DTA in cm, SMA/SMD differences) — the human-observer band of the McSweeney comparison."""
+    if not test_set.observers or len(test_set.class_names) != 2:
+        return None
+    frames = []
+    for i, case_id in enumerate(test_set.meta["case_id"]):
+        masks = {name: obs[i] for name, obs in test_set.observers.items()}
+        df = observer_agreement(masks, test_set.labels[i], np.asarray(test_set.images[i], np.float32),
+                                tuple(test_set.spacing[i]))
+        frames.append(df.assign(case_id=case_id))
+    table = pd.concat(frames, ignore_index=True)
+    table = table[["case_id", *[c for c in table.columns if c != "case_id"]]]
+    return atomic_write_text(run_dir / "observers.csv", table.to_csv(index=False))
+
+
 def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule, logger: Any) -> dict[str, float]:
     """Evaluate ``best`` on the test split on one device (each case exactly once) and write its outputs."""
     tester = pl.Trainer(
@@ -188,6 +205,7 @@ def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule
     summary = summarize(rows.drop(columns=["case_id"]))
     atomic_write_json(run_dir / "test_summary.json", {"checkpoint": str(best), "n_cases": len(rows),
                                                       "metrics": summary})
+    write_observer_agreement(dm.datasets["test"].slices, run_dir)
     scores = dict(zip(rows["case_id"], rows["dice"])) if "dice" in rows else None
     overlay = plot_overlays(model.test_examples, model.class_names, run_dir / "test_overlay.png", scores)
     if logger is not None and hasattr(logger, "log_image"):

@@ -15,15 +15,21 @@ that fills nothing is an error.
 
 Name matching (:func:`transfer_weights`): a source key ``sp + rest`` lands on the target key ``tp + rest``
 for one pair of prefixes ``(sp, tp)`` chosen for the whole transfer. The candidates are the empty prefix
-and every dotted prefix of up to :data:`MAX_PREFIX_DEPTH` components of the source (resp. target) keys
-that is followed by at least two more components (a module holding sub-modules, never a single layer, so
-that two unrelated batch norms cannot "match" through their ``weight`` / ``bias`` alone). The pair that
-transfers the most tensors (name and shape equal) wins; ties go to the pair with fewer prefix components,
-then the shorter, then alphabetical order (deterministic). So a classification ResNet (``conv1.weight``,
-``layer1.0...``) maps onto FCN's ``backbone.*`` with ``("", "backbone.")``, a Lightning checkpoint of a
-musclelab run (``net.*``) onto the bare network with ``("net.", "")``, and a pretext trunk stored under
-``trunk.`` / ``encoder.`` / ``model.`` / ``module.`` is found without configuration. ``init.source_prefix``
-fixes the source prefix instead (the target prefix is still searched).
+and every dotted prefix of up to :data:`MAX_PREFIX_DEPTH` named components of the source (resp. target)
+keys that is followed by at least two more components: a named wrapper holding sub-modules, never a single
+layer (two unrelated batch norms must not "match" through their ``weight`` / ``bias`` alone) and never an
+element of a list (``layer1.0.`` / ``2.``: one block of an unrelated network must not land on one block of
+ours). ``init.source_prefix`` is taken as given, index or not. The pair that transfers the most tensors
+wins (name and shape equal; 0-d tensors such as BN ``num_batches_tracked`` fit anywhere and do not count,
+so a transfer that would fill only those is "no match"); ties go to the pair with fewer prefix components,
+then the shorter, then alphabetical order (deterministic; equivalent pairs such as ``("net.backbone.",
+"backbone.")`` and ``("net.", "")`` tie and the shorter is reported). So a classification ResNet
+(``conv1.weight``, ``layer1.0...``) maps onto FCN's ``backbone.*`` with ``("", "backbone.")`` (its ``fc.*``
+has no counterpart), a COCO FCN onto ours with ``("", "")`` (its 21-class ``classifier.4`` is skipped for
+shape, ``aux_classifier.*`` has no counterpart), a Lightning checkpoint of a musclelab run (``net.*``) onto
+the bare network with ``("net.", "")``, and a pretext trunk stored under ``trunk.`` / ``encoder.`` /
+``model.`` / ``module.`` / ``net.backbone.`` is found without configuration. ``init.source_prefix`` fixes
+the source prefix instead (the target prefix is still searched).
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ __all__ = [
     "INIT_KEYS",
     "InitSpec",
     "PAPER_LR",
+    "PRETEXT_TRUNK_PREFIXES",
     "REPORT_FILE",
     "SkippedTensor",
     "TransferReport",
@@ -198,11 +205,14 @@ def _numel(shape: Sequence[int]) -> int:
 
 
 def _prefixes(keys: Sequence[str]) -> list[str]:
-    """``""`` plus dotted prefixes (<= MAX_PREFIX_DEPTH components) followed by >= 2 components."""
+    """``""`` plus dotted prefixes of named components (<= MAX_PREFIX_DEPTH, no list index such as ``0``)
+    followed by >= 2 more components."""
     out = {""}
     for key in keys:
         parts = key.split(".")
         for depth in range(1, min(MAX_PREFIX_DEPTH, len(parts) - 2) + 1):
+            if parts[depth - 1].isdigit():
+                break
             out.add(".".join(parts[:depth]) + ".")
     return sorted(out)
 
@@ -258,7 +268,8 @@ def transfer_weights(
     """Copy every ``source`` tensor whose (prefix-mapped) name and shape match into ``target``, in place.
 
     Parameters and buffers (BN running statistics) are treated alike. The prefix pair is chosen as
-    described in the module docstring; ``source_prefix`` fixes the source side. ``exclude`` lists key
+    described in the module docstring; ``source_prefix`` fixes the source side (``""``: keys as they are,
+    no search on that side; None: searched). ``exclude`` lists key
     prefixes or glob patterns (matched against source and target names) that are never transferred.
     With ``adapt_first_conv`` the target's first conv weight, if only its input channels differ from the
     source's, is filled from the source filters (:func:`musclelab.models.registry.adapt_conv_weight`).
@@ -310,7 +321,7 @@ def transfer_weights(
         if best is not None and bound < -best[0]:
             break
         sm, tm = src_maps[sp], tgt_maps[tp]
-        count = sum(1 for rest in sm.keys() & tm.keys() if fits(sm[rest], tm[rest]))
+        count = sum(1 for rest in sm.keys() & tm.keys() if src_shape[sm[rest]] and fits(sm[rest], tm[rest]))
         if count == 0:
             continue
         rank = (-count, sp.count(".") + tp.count("."), len(sp) + len(tp), sp, tp)
@@ -319,8 +330,8 @@ def transfer_weights(
     if best is None:
         raise ConfigError(
             f"init '{init}': no tensor of {source_name} matches {model_name}: wrong init for this model, or "
-            f"wrong source_prefix ({_f('source_prefix')}); source keys start with {_top_prefixes(usable or list(src))}, "
-            f"{model_name} keys with {_top_prefixes(list(own))}"
+            f"wrong source_prefix ({_f('source_prefix')}); source keys start with "
+            f"{_top_prefixes(usable or list(src))}, {model_name} keys with {_top_prefixes(list(own))}"
         )
     sp, tp = best[3], best[4]
 
@@ -377,7 +388,9 @@ class InitSpec:
     """One ``init`` entry: ``load(cfg)`` returns ``(state dict, description)`` or None (scratch).
 
     ``keys`` are the ``init.*`` keys it uses (besides ``name``); ``defaults`` its config-group values;
-    ``imagenet_norm`` whether the source was trained on 3-channel ImageNet-normalised images.
+    ``imagenet_norm`` whether the source was trained on 3-channel ImageNet-normalised images;
+    ``trunk_prefixes``: with ``init.source_prefix`` null, the first of these that some source key starts
+    with becomes the source prefix (before the general search), so only the pretrained trunk transfers.
     """
 
     name: str
@@ -386,11 +399,16 @@ class InitSpec:
     defaults: Mapping[str, Any]
     imagenet_norm: bool
     summary: str
+    trunk_prefixes: tuple[str, ...] = ()
 
 
 INITS: Registry[InitSpec] = Registry("init", "init.name")
 
 _TRANSFER_KEYS = ("source_prefix", "exclude", "adapt_first_conv")
+
+PRETEXT_TRUNK_PREFIXES = ("net.trunk.", "net.backbone.", "trunk.", "backbone.")
+"""Where musclelab.pretext checkpoints keep the trunk: Lightning ``net.trunk.*`` (jigsaw) / ``net.backbone.*``
+(autoencoder, whose FCN head is not transferred by default), ``save_trunk`` files ``backbone.*``."""
 
 
 def _read(path: str | os.PathLike[str], field_name: str, init: str) -> dict[str, Tensor]:
@@ -507,7 +525,7 @@ for _pretext in ("autoencoder", "jigsaw"):
     _register(InitSpec(
         _pretext, _file_loader(_pretext), ("checkpoint", "weights_path", *_TRANSFER_KEYS),
         {"checkpoint": None, "weights_path": None, **_COMMON_DEFAULTS}, False,
-        f"trunk of a {_pretext} pretext run (run directory, .ckpt or state dict file)",
+        f"trunk of a {_pretext} pretext run (run directory, .ckpt or state dict file)", PRETEXT_TRUNK_PREFIXES,
     ))
 _register(InitSpec(
     "checkpoint", _file_loader("checkpoint"), ("checkpoint", "weights_path", *_TRANSFER_KEYS),
@@ -582,7 +600,8 @@ def check_init_config(init_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         exclude = [exclude]
     if not isinstance(exclude, (list, tuple)) or not all(isinstance(p, str) and p for p in exclude):
         raise ConfigError(f"{_f('exclude')} must be a list of key prefixes / glob patterns, got {exclude!r}")
-    out["exclude"] = list(exclude)
+    if "exclude" in out or "exclude" in spec.keys:
+        out["exclude"] = list(exclude)
     if not isinstance(out.get("adapt_first_conv", False), bool):
         raise ConfigError(f"{_f('adapt_first_conv')} must be true or false, got {out['adapt_first_conv']!r}")
     sp = out.get("source_prefix")
@@ -628,8 +647,14 @@ def apply_init(
         )
     else:
         state, description = loaded
+        prefix = cfg.get("source_prefix")
+        if prefix is None:
+            prefix = next((p for p in spec.trunk_prefixes if any(k.startswith(p) for k in state)), None)
+            if prefix is not None:
+                log.info("init '%s': transferring the pretext trunk under %r (set init.source_prefix to "
+                         "change)", spec.name, prefix)
         report = transfer_weights(
-            net, state, source_prefix=cfg.get("source_prefix"), exclude=cfg.get("exclude") or (),
+            net, state, source_prefix=prefix, exclude=cfg.get("exclude") or (),
             adapt_first_conv=bool(cfg.get("adapt_first_conv")), init=spec.name, source_name=description,
             model_name=model_name,
         )

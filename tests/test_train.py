@@ -160,3 +160,16 @@ def test_default_training_reaches_dice(tmp_path: Path) -> None:
     run_cli(["train", f"hydra.run.dir={run_dir}", "callbacks.progress_bar=false"], cwd=tmp_path)
     summary = json.loads((run_dir / "test_summary.json").read_text())
     assert summary["metrics"]["dice"]["mean"] > 0.85
+
+
+def test_body_composition_and_observer_outputs(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(compose_cfg(run_dir, ["eval.body_composition=true", "data.source.n_observers=2", "logger=none"]))
+    cases = pd.read_csv(run_dir / "test_cases.csv")
+    for col in ("sma_pred", "sma_true", "sma_diff", "smd_pred", "smd_true", "smd_diff", "dice_pp", "rms_dta_cm"):
+        assert col in cases, col
+    assert (cases["sma_true"] > 50).all()  # phantom L3 muscle areas are tens to hundreds of cm²
+    observers = pd.read_csv(run_dir / "observers.csv")
+    assert sorted(observers["observer"].unique()) == ["observer_1", "observer_2"]
+    assert set(observers["case_id"]) == set(cases["case_id"])
+    assert observers["dice"].between(0.8, 1.0).all()

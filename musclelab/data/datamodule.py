@@ -22,7 +22,7 @@ SPLITS = ("holdout", "kfold")
 
 class SliceDataset(Dataset):
     """Windowed slices as tensors: ``image`` (C,H,W) float, ``label`` (H,W) long, ``spacing`` (2,) mm,
-    ``case_id`` str. Augmentation, when given, is re-seeded per item from torch's RNG so runs repeat exactly
+    ``case_id`` str, and for evaluation sets (no augmentation) ``hu`` (H,W) float HU. Augmentation, when given, is re-seeded per item from torch's RNG so runs repeat exactly
     (the DataLoader seeds torch per worker and epoch from the run seed)."""
 
     def __init__(self, slices: SliceSet, window: str, channels: int, augment: Any = None) -> None:
@@ -45,12 +45,15 @@ class SliceDataset(Dataset):
             # and checkpoints
             image = convert_to_tensor(out["image"], dtype=torch.float32, track_meta=False)
             label = convert_to_tensor(out["label"], track_meta=False)[0].round().long()
-        return {
+        item = {
             "image": image.contiguous(),
             "label": label.contiguous(),
             "spacing": torch.as_tensor(self.slices.spacing[i], dtype=torch.float64),
             "case_id": str(self.slices.meta.at[i, "case_id"]),
         }
+        if self.augment is None:  # evaluation items also carry the raw HU slice (for SMA/SMD)
+            item["hu"] = torch.from_numpy(np.asarray(self.slices.images[i], dtype=np.float32))
+        return item
 
 
 class SegmentationDataModule(pl.LightningDataModule):

@@ -23,6 +23,8 @@ class SliceSet:
     cache (index it; do not convert the whole array); labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
     (row, column); meta: one row per slice with at least ``case_id`` and ``patient_id``;
     class_names: label value -> name, background first.
+    observers: optional extra annotations of the same slices, observer name -> ``(N, H, W)`` label maps
+    (human readers of an L3 folder, or the phantom's simulated observers).
     """
 
     images: np.ndarray
@@ -30,6 +32,7 @@ class SliceSet:
     spacing: np.ndarray
     meta: pd.DataFrame
     class_names: tuple[str, ...]
+    observers: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -45,8 +48,9 @@ class SliceSet:
 
     def subset(self, index: np.ndarray) -> "SliceSet":
         """The slices at ``index`` (in that order)."""
+        observers = {k: v[index] for k, v in self.observers.items()} if self.observers else None
         return SliceSet(self.images[index], self.labels[index], self.spacing[index],
-                        self.meta.iloc[index].reset_index(drop=True), self.class_names)
+                        self.meta.iloc[index].reset_index(drop=True), self.class_names, observers)
 
     @staticmethod
     def concat(parts: list["SliceSet"]) -> "SliceSet":
@@ -54,9 +58,12 @@ class SliceSet:
         names = {p.class_names for p in parts}
         if len(names) != 1:
             raise ValueError(f"cannot join slice sets with different classes: {sorted(names)}")
+        observers = None
+        if all(p.observers for p in parts) and len({tuple(sorted(p.observers)) for p in parts}) == 1:
+            observers = {k: np.concatenate([p.observers[k] for p in parts]) for k in parts[0].observers}
         return SliceSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
                         np.concatenate([p.spacing for p in parts]),
-                        pd.concat([p.meta for p in parts], ignore_index=True), parts[0].class_names)
+                        pd.concat([p.meta for p in parts], ignore_index=True), parts[0].class_names, observers)
 
 
 @dataclass
@@ -74,11 +81,12 @@ SOURCES: Registry[SourceFn] = Registry("dataset", "data.name")
 @SOURCES.register("phantom")
 def phantom_source(
     *, img_size: int, target: str = "muscle", site: str = "a", n_cases: int = 160,
-    test_site: str | None = None, n_test_cases: int = 40, phantom_seed: int = 0,
+    test_site: str | None = None, n_test_cases: int = 40, phantom_seed: int = 0, n_observers: int = 0,
 ) -> SourceData:
     """The built-in L3 phantom: ``n_cases`` subjects at ``site``; with ``test_site`` the test set is
-    ``n_test_cases`` subjects of that other site (domain shift) instead of a hold-out of the pool."""
-    from musclelab.data.phantom import LABEL_MAPS, generate_phantom
+    ``n_test_cases`` subjects of that other site (domain shift) instead of a hold-out of the pool.
+    ``n_observers`` simulated readers re-contour every slice (for comparisons with human observers)."""
+    from musclelab.data.phantom import LABEL_MAPS, generate_phantom, observer_masks
 
     if target not in LABEL_MAPS:
         raise ValueError(f"data.target '{target}' unknown for the phantom; known targets: {', '.join(LABEL_MAPS)}")
@@ -88,8 +96,13 @@ def phantom_source(
         meta = ph.meta.copy()
         if "case_id" not in meta.columns:
             meta["case_id"] = meta["patient_id"]
-        return SliceSet(ph.images.astype(np.float32), ph.labels[target], np.asarray(ph.spacing, float),
-                        meta, tuple(LABEL_MAPS[target]))
+        labels, spacing = ph.labels[target], np.asarray(ph.spacing, float)
+        observers = None
+        if n_observers > 0:
+            per_case = np.stack([observer_masks(labels[i], spacing[i], n_observers, seed=(phantom_seed, i))
+                                 for i in range(len(labels))])
+            observers = {f"observer_{j + 1}": per_case[:, j] for j in range(n_observers)}
+        return SliceSet(ph.images.astype(np.float32), labels, spacing, meta, tuple(LABEL_MAPS[target]), observers)
 
     pool = make(site, n_cases)
     external = make(test_site, n_test_cases) if test_site else None

@@ -15,7 +15,7 @@ import torch
 from torchmetrics.segmentation import DiceScore
 
 from musclelab.losses import build_loss, logits_to_labels
-from musclelab.metrics import case_metrics
+from musclelab.metrics import body_composition, case_metrics
 from musclelab.models import build_model
 from musclelab.optim import build_optimizer, build_scheduler
 
@@ -31,12 +31,16 @@ class SegmentationTask(pl.LightningModule):
         max_epochs: for the learning-rate schedule; monitor: metric the plateau schedule watches.
         overlay_cases: how many test cases keep images and predictions for the overlay figure.
         meta: free-form metadata saved in the checkpoint (window, data set, ...).
+        body_composition: also score each binary test case by SMA (cm²) and SMD (HU) after the McSweeney bone
+            post-processing (>175 HU dilated by 2 mm removed from the prediction): columns ``sma_*``, ``smd_*``,
+            ``dice_pp`` and ``rms_dta_cm``.
     """
 
     def __init__(
         self, model: str, model_params: dict[str, Any], in_channels: int, class_names: list[str], img_size: int,
         loss: str = "ce_dice", loss_params: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
         max_epochs: int = 1, monitor: str = "val/loss", overlay_cases: int = 8, meta: dict[str, Any] | None = None,
+        body_composition: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,6 +104,9 @@ class SegmentationTask(pl.LightningModule):
             spacing = tuple(float(s) for s in batch["spacing"][i])
             row = {"case_id": case_id, "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1]}
             row.update(case_metrics(preds[i], labels[i], spacing, self.class_names))
+            if self.hparams.body_composition and self.num_classes == 2:
+                bc = body_composition(preds[i], labels[i], batch["hu"][i].cpu().numpy(), spacing)
+                row.update({("dice_pp" if k == "dice" else k): v for k, v in bc.items()})
             self.test_rows.append(row)
             if len(self.test_examples) < self.hparams.overlay_cases:
                 self.test_examples.append({"case_id": case_id, "image": batch["image"][i].cpu().numpy(),
