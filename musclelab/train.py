@@ -30,6 +30,7 @@ from musclelab.outputs.plots import plot_learning_curve, plot_overlays
 from musclelab.outputs.status import mark_failed, write_status
 from musclelab.outputs.summary import print_summary
 from musclelab.tasks import SegmentationTask
+from musclelab.transfer import apply_init, check_init_config, expects_imagenet_norm
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ def validate_config(cfg: DictConfig) -> None:
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULERS.get(cfg.optim.get("scheduler") or "none")
     LOGGERS.get(cfg.logger.name)
+    check_init_config(cfg.get("init"))
+    if expects_imagenet_norm(cfg.init.name) and cfg.data.channels != 3 and not cfg.init.get("adapt_first_conv"):
+        raise ConfigError(f"init={cfg.init.name} expects 3-channel ImageNet-normalised input: set data.channels=3 "
+                          "(or init.adapt_first_conv=true to fold the RGB filters into one channel)")
     check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params") or OmegaConf.create({}), ()))
 
 
@@ -149,6 +154,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         meta={"data": cfg.data.name, "window": cfg.data.window, "channels": cfg.data.channels,
               "source": _params(cfg.data.source, ())},
     )
+    if not cfg.resume:  # a resumed run restores its (already transferred) weights from the checkpoint
+        apply_init(task.net, cfg.init, run_dir, cfg.model.name)
     run_name, group = _sweep_group(run_dir)
     lparams = _params(cfg.logger)
     group = lparams.pop("group", None) or group

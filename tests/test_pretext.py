@@ -248,12 +248,13 @@ def test_registry() -> None:
         build_pretext_task("rotation", 1, 64)
 
 
-def _fit(task: pl.LightningModule, train: Dataset, val: Dataset, batch_size: int) -> dict[str, float]:
+def _fit(task: pl.LightningModule, train: Dataset, val: Dataset, batch_size: int, ckpt) -> dict[str, float]:
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(task, DataLoader(train, batch_size=batch_size, shuffle=True),
                 DataLoader(val, batch_size=batch_size))
+    trainer.save_checkpoint(ckpt)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
@@ -262,15 +263,27 @@ def test_lightning_fit_jigsaw(tmp_path) -> None:
     task = build_pretext_task("jigsaw", in_channels=1, img_size=64, trunk="resnet18", hidden=64, lr=1e-3)
     assert (task.hparams.tile_size, task.hparams.jitter) == (17, 4)
     base = ImageDataset(n=4)
-    metrics = _fit(task, task.jigsaw_dataset(base), task.jigsaw_dataset(base, seed=0), batch_size=2)
+    ckpt = tmp_path / "jigsaw.ckpt"
+    metrics = _fit(task, task.jigsaw_dataset(base), task.jigsaw_dataset(base, seed=0), 2, ckpt)
     assert {"train/loss", "train/acc", "val/loss", "val/acc"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
-    assert set(task.trunk_state_dict()) == {f"backbone.{k}" for k in task.net.trunk.state_dict()}
+    trunk = task.trunk_state_dict()
+    assert set(trunk) == {f"backbone.{k}" for k in task.net.trunk.state_dict()}
+    restored = JigsawTask.load_from_checkpoint(ckpt)  # plain hparams suffice; perms travel as a buffer
+    assert torch.equal(restored.perms, task.perms) and restored.hparams.tile_size == 17
+    assert all(torch.equal(v, restored.trunk_state_dict()[k]) for k, v in trunk.items())
+    assert all(torch.equal(v, load_trunk_state_dict(ckpt)[k]) for k, v in trunk.items())
 
 
-def test_lightning_fit_autoencoder() -> None:
+def test_lightning_fit_autoencoder(tmp_path) -> None:
     pl.seed_everything(0, verbose=False)
     task = build_pretext_task("autoencoder", in_channels=1, img_size=32, backbone="fcn_resnet50")
-    metrics = _fit(task, ImageDataset(n=4, size=32), ImageDataset(n=2, size=32), batch_size=2)
+    ckpt = tmp_path / "ae.ckpt"
+    metrics = _fit(task, ImageDataset(n=4, size=32), ImageDataset(n=2, size=32), 2, ckpt)
     assert {"train/loss", "val/loss"} <= set(metrics)
     assert all(math.isfinite(v) for v in metrics.values())
+    # the Lightning checkpoint itself loads into the segmentation FCN via model.params.weights_path
+    seg = build_model("fcn_resnet50", 1, 3, 32, weights_path=str(ckpt)).state_dict()
+    trunk = task.trunk_state_dict()
+    assert all(torch.equal(v, seg[k]) for k, v in trunk.items())
+    assert set(load_trunk_state_dict(ckpt)) == set(trunk)

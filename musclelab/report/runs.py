@@ -89,7 +89,7 @@ def config_value(cfg: Mapping[str, Any], key: str) -> Any:
 
 def norm_value(value: Any) -> str:
     """A comparable text form of a config or sweep value (``5``, ``5.0`` and ``'5'`` all give ``'5'``)."""
-    if value is MISSING or value is None:
+    if value is MISSING or value is None or (isinstance(value, float) and math.isnan(value)):
         return "null"
     if isinstance(value, float) and math.isfinite(value) and value == int(value):
         return str(int(value))
@@ -259,7 +259,8 @@ def missing_runs(
         match_cols: sweep key → column of ``runs`` holding that key's value.
 
     Returns:
-        ``(missing, notes)``: the missing grid rows plus a ``found`` column (``"no run directory"`` or the
+        ``(missing, notes)``: the missing grid rows (columns named as in ``runs``, a ``sweep:`` prefix
+        dropped) plus a ``found`` column (``"no run directory"`` or the
         statuses of unfinished runs of that combination), and notes on sweep keys that could not be
         matched to the runs' configs (those are left out of the matching rather than flag every run).
     """
@@ -293,7 +294,8 @@ def missing_runs(
         others = runs.loc[run_key == key]
         found = "; ".join(f"{r.status} ({r.run_dir})" for r in others.itertuples()) or "no run directory"
         rows.append({**g.iloc[i].to_dict(), "found": found})
-    return pd.DataFrame(rows, columns=[*keys, "found"]), notes
+    names = {k: match_cols[k].removeprefix("sweep:") for k in keys}
+    return pd.DataFrame(rows, columns=[*keys, "found"]).rename(columns=names), notes
 
 
 def failed_runs(runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,41 @@
+"""Initialisation inside a training run: ImageNet weights from a local file, a previous run's checkpoint,
+and the channel check — the same code paths a user takes offline."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from conftest import compose_cfg
+from musclelab.outputs.status import read_status
+from musclelab.train import train
+
+FCN = ["model=fcn_resnet50", "data.img_size=32", "data.channels=3", "trainer.limit_train_batches=2",
+       "trainer.limit_val_batches=1", "logger=none", "test=false"]
+
+
+def test_imagenet_from_local_file_then_checkpoint_init(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), weights)
+    first = tmp_path / "imagenet_run"
+    train(compose_cfg(first, [*FCN, "init=imagenet", "init.weights=ResNet50_Weights.IMAGENET1K_V1",
+                              f"init.weights_path={weights}"]))
+    assert read_status(first) == "complete"
+    report = json.loads((first / "transfer_report.json").read_text())
+    assert report["counts"]["transferred"] > 300 and report["init"] == "imagenet"
+    assert all(name.startswith("backbone.") for name in report["transferred"])
+
+    second = tmp_path / "checkpoint_run"
+    train(compose_cfg(second, [*FCN, "init=checkpoint", f"init.checkpoint={first}"]))
+    report = json.loads((second / "transfer_report.json").read_text())
+    assert report["counts"]["new"] == 0  # same architecture: every tensor comes from the earlier run
+
+
+def test_imagenet_init_needs_three_channels(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="data.channels=3"):
+        train(compose_cfg(tmp_path / "run", ["model=fcn_resnet50", "data.img_size=32", "init=imagenet",
+                                             "logger=none"]))
