@@ -12,7 +12,14 @@ from typing import Any, Callable
 import pytorch_lightning as pl
 
 from musclelab.pretext.autoencoder import AutoencoderNet, reconstruction_loss
-from musclelab.pretext.jigsaw import JigsawDataset, JigsawNet, build_trunk, default_tile_geometry, make_jigsaw_sample
+from musclelab.pretext.jigsaw import (
+    JigsawDataset,
+    JigsawNet,
+    build_trunk,
+    default_tile_geometry,
+    make_jigsaw_sample,
+    unpermute,
+)
 from musclelab.pretext.permutations import hamming_stats, maximal_hamming_permutations, pairwise_hamming
 from musclelab.pretext.tasks import AutoencoderTask, JigsawTask, TRANSFER_PREFIX, load_trunk_state_dict
 from musclelab.registry import Registry
@@ -34,6 +41,7 @@ __all__ = [
     "maximal_hamming_permutations",
     "pairwise_hamming",
     "reconstruction_loss",
+    "unpermute",
 ]
 
 PretextBuilder = Callable[..., pl.LightningModule]

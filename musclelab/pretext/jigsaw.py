@@ -173,7 +173,7 @@ class JigsawDataset(Dataset):
 
 
 def build_trunk(name: str = "resnet101", in_channels: int = 3) -> tuple[nn.Module, int]:
-    """A torchvision ResNet (``weights=None``) with ``fc`` replaced by ``Identity`` and ``conv1`` taking ``in_channels``.
+    """A torchvision ResNet (``weights=None``), ``fc`` replaced by ``Identity``, ``conv1`` taking ``in_channels``.
 
     Returns ``(trunk, feature_dim)``. Its state-dict keys are torchvision's, without ``fc.*``.
     """

@@ -160,10 +160,12 @@ class JigsawTask(_PretextTask):
         """Permutation logits ``(B, n_perms)`` for tiles ``(B, 9, C, t, t)``."""
         return self.net(tiles)
 
-    def jigsaw_dataset(self, dataset: Dataset, seed: int | None = None, crop: str = "random") -> JigsawDataset:
-        """Wrap a dataset of ``image`` dicts as puzzles with this task's permutations and tile geometry."""
+    def jigsaw_dataset(self, dataset: Dataset, seed: int | None = None, crop: str = "random",
+                       resize: int | None = None) -> JigsawDataset:
+        """Wrap a dataset of ``image`` dicts as puzzles with this task's permutations and tile geometry
+        (``seed=None``: fresh puzzles each epoch for training; an int: a fixed validation set)."""
         return JigsawDataset(dataset, self.perms.cpu().numpy(), self.hparams.tile_size, self.hparams.jitter,
-                             seed=seed, crop=crop)
+                             seed=seed, crop=crop, resize=resize)
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         logits = self(batch["tiles"])
