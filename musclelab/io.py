@@ -1,12 +1,19 @@
-"""Atomic file writes: a file is either absent or complete, never half-written (a crash leaves no torn file)."""
+"""Atomic file writes (a file is either absent or complete, never half-written) and an inter-process lock
+for work that several jobs may ask for at once (slice caches, pretext pretraining, shared stages)."""
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import math
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -56,3 +63,24 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, Path):
         return str(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+@contextmanager
+def file_lock(path: str | Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); released on exit or process death.
+
+    ``what`` names the shared work in the log line printed while waiting for another process.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("%s: another process is building it; waiting for %s", what, path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

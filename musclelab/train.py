@@ -29,6 +29,8 @@ from musclelab.optim import OPTIMIZERS, SCHEDULERS
 from musclelab.outputs.plots import plot_learning_curve, plot_overlays
 from musclelab.outputs.status import mark_failed, write_status
 from musclelab.outputs.summary import print_summary
+from musclelab.pretext import PRETEXT_TASKS
+from musclelab.pretext.pretrain import pretrained_trunk
 from musclelab.tasks import SegmentationTask
 from musclelab.transfer import apply_init, check_init_config, expects_imagenet_norm
 
@@ -53,11 +55,18 @@ def validate_config(cfg: DictConfig) -> None:
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULERS.get(cfg.optim.get("scheduler") or "none")
     LOGGERS.get(cfg.logger.name)
-    check_init_config(cfg.get("init"))
+    check_init_config(init_settings(cfg), source_pending=cfg.init.name in PRETEXT_TASKS)
     if expects_imagenet_norm(cfg.init.name) and cfg.data.channels != 3 and not cfg.init.get("adapt_first_conv"):
         raise ConfigError(f"init={cfg.init.name} expects 3-channel ImageNet-normalised input: set data.channels=3 "
                           "(or init.adapt_first_conv=true to fold the RGB filters into one channel)")
     check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params") or OmegaConf.create({}), ()))
+
+
+def init_settings(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.init`` as a plain dict without its ``pretext`` training settings (used only by the pretext stage)."""
+    init = _params(cfg.init, ("pretext",))
+    init["name"] = cfg.init.name
+    return init
 
 
 def build_datamodule(cfg: DictConfig) -> SegmentationDataModule:
@@ -155,7 +164,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
               "source": _params(cfg.data.source, ())},
     )
     if not cfg.resume:  # a resumed run restores its (already transferred) weights from the checkpoint
-        apply_init(task.net, cfg.init, run_dir, cfg.model.name)
+        init = init_settings(cfg)
+        if init["name"] in PRETEXT_TASKS and not (init.get("checkpoint") or init.get("weights_path")):
+            init["weights_path"] = str(pretrained_trunk(cfg, dm))
+        apply_init(task.net, init, run_dir, cfg.model.name)
     run_name, group = _sweep_group(run_dir)
     lparams = _params(cfg.logger)
     group = lparams.pop("group", None) or group

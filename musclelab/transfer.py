@@ -572,8 +572,11 @@ def _plain(cfg: Any) -> dict[str, Any]:
     return dict(cfg)
 
 
-def check_init_config(init_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_init_config(init_cfg: Mapping[str, Any] | None, source_pending: bool = False) -> dict[str, Any]:
     """Validate an ``init`` config without loading anything; returns it as a plain dict with defaults.
+
+    ``source_pending``: the weights file will come from a pretext pretraining stage that has not run yet, so
+    a missing ``checkpoint``/``weights_path`` is not an error.
 
     Unknown names raise ``UnknownNameError``; unknown keys, keys the chosen init does not use (set to
     a non-empty value) and missing / bad paths raise :class:`ConfigError`. ``None`` means scratch.
@@ -613,7 +616,8 @@ def check_init_config(init_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         path = out.get(key)
         if path and not os.path.exists(os.path.expanduser(str(path))):
             raise ConfigError(f"init '{name}': {_f(key)}={str(path)!r} does not exist")
-    if spec.load is not None and "checkpoint" in spec.keys and not (out.get("checkpoint") or out.get("weights_path")):
+    if (spec.load is not None and "checkpoint" in spec.keys and not source_pending
+            and not (out.get("checkpoint") or out.get("weights_path"))):
         raise ConfigError(
             f"init '{name}' needs {_f('checkpoint')} (a run directory or .ckpt file) or {_f('weights_path')}"
         )

@@ -39,3 +39,19 @@ def test_imagenet_init_needs_three_channels(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="data.channels=3"):
         train(compose_cfg(tmp_path / "run", ["model=fcn_resnet50", "data.img_size=32", "init=imagenet",
                                              "logger=none"]))
+
+
+@pytest.mark.parametrize("pretext, extra", [("autoencoder", []),
+                                            ("jigsaw", ["init.pretext.trunk=resnet50", "init.pretext.n_perms=8"])])
+def test_pretext_pretraining_runs_once_and_is_reused(tmp_path: Path, pretext: str, extra: list[str]) -> None:
+    cache = tmp_path / "cache"
+    common = [*FCN, f"init={pretext}", "init.pretext.epochs=1", "init.pretext.batch_size=4",
+              f"paths.cache_dir={cache}", "data.source.n_cases=16", *extra]
+    train(compose_cfg(tmp_path / "n4", [*common, "data.n_train=4"]))
+    built = list((cache / "pretext").glob(f"{pretext}-*/trunk.pt"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    train(compose_cfg(tmp_path / "n8", [*common, "data.n_train=8", "seed=1"]))  # other n and seed: same pretext
+    assert list((cache / "pretext").glob(f"{pretext}-*/trunk.pt")) == built and built[0].stat().st_mtime_ns == stamp
+    report = json.loads((tmp_path / "n8" / "transfer_report.json").read_text())
+    assert report["counts"]["transferred"] > 100 and all(n.startswith("backbone.") for n in report["transferred"])

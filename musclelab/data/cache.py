@@ -64,7 +64,7 @@ from musclelab.data.case import Case
 from musclelab.data.preprocess import SlicePreprocess, case_to_slice_arrays
 from musclelab.data.sources import SliceSet
 from musclelab.errors import ConfigError
-from musclelab.io import atomic_write_json, atomic_write_text
+from musclelab.io import atomic_write_json, atomic_write_text, file_lock
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class SliceCache:
         """
         ck = SliceCache.resolve(reader, pre, cache_root, dataset_name)
         if not _is_complete(ck.dir):
-            with _file_lock(ck.lock, what=f"slice cache {ck.dir.name}"):
+            with file_lock(ck.lock, what=f"slice cache {ck.dir.name}"):
                 if not _is_complete(ck.dir):  # someone else may have built it while we waited
                     _build(reader, ck, pre)
         else:
@@ -416,25 +416,8 @@ def _is_complete(d: Path) -> bool:
 
 
 @contextmanager
-def _file_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing); released on exit or process death."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("%s: another process is building it; waiting for %s", what, path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-@contextmanager
 def _try_lock(path: Path) -> Iterator[bool]:
-    """Like :func:`_file_lock` but never waits: yields whether the lock was taken."""
+    """Like :func:`musclelab.io.file_lock` but never waits: yields whether the lock was taken."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -98,6 +98,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.datasets: dict[str, SliceDataset] = {}
         self.manifest: pd.DataFrame | None = None
         self.class_names: tuple[str, ...] = ()
+        self.train_pool: SliceSet | None = None
 
     def setup(self, stage: str | None = None) -> None:
         """Load the source and split it (idempotent: later calls reuse the first)."""
@@ -114,6 +115,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         else:
             test_fraction = 0.0 if data.external_test is not None else self.test_fraction
             splits = holdout_split(patients, self.val_fraction, test_fraction, self.split_seed)
+        # the whole training pool, before n_train subsetting: unlabelled data for pretext pretraining
+        self.train_pool = self._select(pool, sorted(splits["train"]))
         splits["train"] = first_n(splits["train"], self.n_train, self.split_seed, self.subset_draw)
         parts = {k: self._select(pool, v) for k, v in splits.items()}
         if data.external_test is not None:

@@ -140,7 +140,7 @@ class JigsawTask(_PretextTask):
 
     def __init__(
         self, trunk: str = "resnet101", in_channels: int = 1, img_size: int = 225, n_perms: int = 50,
-        tile_size: int | None = None, jitter: int | None = None, perm_seed: int = 0, perm_method: str = "greedy",
+        tile_size: int | None = None, jitter: int | None = None, perm_seed: int = 0, perm_method: str = "affine",
         hidden: int = 1024, dropout: float = 0.5, lr: float = 1e-3, weight_decay: float = 0.0,
         meta: dict[str, Any] | None = None,
     ) -> None:
