@@ -63,8 +63,9 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def init_settings(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg.init`` as a plain dict without its ``pretext`` training settings (used only by the pretext stage)."""
-    init = _params(cfg.init, ("pretext",))
+    """``cfg.init`` as a plain dict without the keys the transfer does not read: ``pretext`` (the pretext
+    stage's training settings) and ``lr`` (the paper's learning rate for this init, read by experiments)."""
+    init = _params(cfg.init, ("pretext", "lr"))
     init["name"] = cfg.init.name
     return init
 

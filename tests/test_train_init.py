@@ -42,7 +42,7 @@ def test_imagenet_init_needs_three_channels(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("pretext, extra", [("autoencoder", []),
-                                            ("jigsaw", ["init.pretext.trunk=resnet50", "init.pretext.n_perms=8"])])
+                                            ("jigsaw", ["init.pretext.n_perms=8"])])
 def test_pretext_pretraining_runs_once_and_is_reused(tmp_path: Path, pretext: str, extra: list[str]) -> None:
     cache = tmp_path / "cache"
     common = [*FCN, f"init={pretext}", "init.pretext.epochs=1", "init.pretext.batch_size=4",

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from musclelab.data.datamodule import SegmentationDataModule, SliceDataset
+from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, file_lock
 from musclelab.pretext import PRETEXT_TASKS, build_pretext_task
 
@@ -35,11 +36,20 @@ DATA_KEYS = ("name", "root", "img_size", "source", "window", "channels", "split"
              "test_fraction", "n_folds", "fold", "split_seed")
 
 
+def trunk_for(model_name: str) -> str:
+    """The torchvision ResNet whose weights fit ``model_name``'s backbone (``fcn_resnet101`` -> ``resnet101``)."""
+    if model_name.startswith("fcn_resnet"):
+        return model_name.removeprefix("fcn_")
+    raise ConfigError(f"init=jigsaw cannot infer a trunk for model '{model_name}': set init.pretext.trunk "
+                      "(resnet18/34/50/101) to match the model's backbone")
+
+
 def pretext_key(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     """(sha256 hex, the inputs hashed): the pretext settings and the data settings in :data:`DATA_KEYS`."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     inputs = {
         "task": cfg.init.name,
+        "model": cfg.model.name,  # the trunk/backbone follows the model when not set explicitly
         "pretext": OmegaConf.to_container(cfg.init.pretext, resolve=True),
         "data": {k: data.get(k) for k in DATA_KEYS},
     }
@@ -70,6 +80,8 @@ def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, i
     epochs, batch_size = int(params.pop("epochs")), int(params.pop("batch_size"))
     log.info("pretext %s: pretraining for %d epochs on %d unlabelled slices", cfg.init.name, epochs,
              len(dm.train_pool))
+    if cfg.init.name == "jigsaw" and not params.get("trunk"):
+        params["trunk"] = trunk_for(cfg.model.name)
     pl.seed_everything(int(params.pop("seed", 0)), workers=True)
     task = build_pretext_task(cfg.init.name, in_channels=cfg.data.channels, img_size=cfg.data.img_size, **params)
     train_ds = SliceDataset(dm.train_pool, dm.window, dm.channels)
