@@ -3,6 +3,8 @@
 * ``musclelab train [overrides] [-m]`` — the Hydra training app (any Hydra override or multirun works);
   ``musclelab train resume=<run dir>`` continues an interrupted run in its own directory.
 * ``musclelab phantom --out DIR --n 50 --site b`` — write phantom cases to disk as NIfTI + meta.csv.
+* ``musclelab pretrain init=autoencoder|jigsaw [overrides]`` — run (or reuse) the cached pretext stage alone.
+* ``musclelab report <study dir> [--out DIR]`` — the paper's tables and figures from finished runs.
 * ``musclelab data verify <dataset> --root DIR [overrides]`` — integrity checks; exits 1 on errors.
 * ``musclelab data prepare <dataset> --root DIR [overrides]`` — build the 2D slice cache training will use.
 """
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-SUBCOMMANDS = ("train", "phantom", "data")
+SUBCOMMANDS = ("train", "pretrain", "report", "phantom", "data")
 
 
 def config_dir() -> Path:
@@ -150,6 +152,31 @@ def _prepare(cfg) -> None:
     print(f"{cfg.data.name}: slices per split {info}; cache: {cache}")
 
 
+def run_pretrain(args: list[str]) -> None:
+    """``musclelab pretrain``: the pretext stage of ``init=autoencoder|jigsaw`` for a data split, cached by hash
+    (the same cache training uses); prints the trunk weights file."""
+    from musclelab.errors import ConfigError
+    from musclelab.pretext import PRETEXT_TASKS
+    from musclelab.pretext.pretrain import pretrained_trunk
+    from musclelab.train import build_datamodule
+
+    try:
+        cfg = compose_train_config(args)
+        PRETEXT_TASKS.get(cfg.init.name)
+        dm = build_datamodule(cfg)
+        dm.setup("fit")
+        print(f"pretext {cfg.init.name}: trunk weights {pretrained_trunk(cfg, dm)}")
+    except (ConfigError, KeyError) as err:
+        raise SystemExit(f"musclelab pretrain: error: {err}") from None
+
+
+def run_report(args: list[str]) -> None:
+    """``musclelab report <study dir>``: see :mod:`musclelab.report`."""
+    from musclelab.report import main_report
+
+    main_report(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``musclelab`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -159,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"musclelab: unknown sub-command '{argv[0]}'; known: {', '.join(SUBCOMMANDS)}")
         return
     cmd, rest = argv[0], argv[1:]
-    {"train": run_train, "phantom": run_phantom, "data": run_data}[cmd](rest)
+    {"train": run_train, "pretrain": run_pretrain, "report": run_report, "phantom": run_phantom,
+     "data": run_data}[cmd](rest)
 
 
 if __name__ == "__main__":
