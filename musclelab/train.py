@@ -41,8 +41,9 @@ BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
 
 
-def _params(section: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
-    out = OmegaConf.to_container(section, resolve=True)
+def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+    """A config section as a plain dict without the ``drop`` keys (``{}`` for a missing section)."""
+    out = OmegaConf.to_container(section, resolve=True) if section is not None else {}
     assert isinstance(out, dict)
     return {k: v for k, v in out.items() if k not in drop}
 
@@ -59,7 +60,7 @@ def validate_config(cfg: DictConfig) -> None:
     if expects_imagenet_norm(cfg.init.name) and cfg.data.channels != 3 and not cfg.init.get("adapt_first_conv"):
         raise ConfigError(f"init={cfg.init.name} expects 3-channel ImageNet-normalised input: set data.channels=3 "
                           "(or init.adapt_first_conv=true to fold the RGB filters into one channel)")
-    check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params") or OmegaConf.create({}), ()))
+    check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params"), ()))
 
 
 def init_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def find_resume_checkpoint(run_dir: Path) -> Path:
     """The last checkpoint of an interrupted run, or a clear error naming what is missing."""
     last = run_dir / CHECKPOINT_DIR / LAST_CKPT
     if not last.exists():
-        raise FileNotFoundError(
+        raise ConfigError(
             f"resume={run_dir}: no {CHECKPOINT_DIR}/{LAST_CKPT} there (the run stopped before its first epoch "
             "ended); start it again without resume="
         )
@@ -138,6 +139,8 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> SegmentationDataModule:
     data parameters, splits. Such failures become :class:`ConfigError` (a clean message, no traceback)."""
     try:
         validate_config(cfg)
+        if cfg.resume:
+            find_resume_checkpoint(run_dir)
         resolved = OmegaConf.to_container(cfg, resolve=True)
         atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
         dm = build_datamodule(cfg)
@@ -156,9 +159,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     monitor = cfg.callbacks.checkpoint.monitor
     task = SegmentationTask(
-        model=cfg.model.name, model_params=_params(cfg.model.get("params") or OmegaConf.create({}), ()),
+        model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()),
         in_channels=cfg.data.channels, class_names=list(dm.class_names), img_size=cfg.data.img_size,
-        loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params") or OmegaConf.create({}), ()),
+        loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params"), ()),
         optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=monitor,
         overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),
         meta={"data": cfg.data.name, "window": cfg.data.window, "channels": cfg.data.channels,
