@@ -3,6 +3,8 @@
 * ``musclelab train [overrides] [-m]`` — the Hydra training app (any Hydra override or multirun works);
   ``musclelab train resume=<run dir>`` continues an interrupted run in its own directory.
 * ``musclelab phantom --out DIR --n 50 --site b`` — write phantom cases to disk as NIfTI + meta.csv.
+* ``musclelab transfer study=phantom_sites [study.sequence=all] [-m]`` — sequential transfer chains with a
+  prefix cache, forgetting matrix and backward transfer.
 * ``musclelab pretrain init=autoencoder|jigsaw [overrides]`` — run (or reuse) the cached pretext stage alone.
 * ``musclelab report <study dir> [--out DIR]`` — the paper's tables and figures from finished runs.
 * ``musclelab data verify <dataset> --root DIR [overrides]`` — integrity checks; exits 1 on errors.
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-SUBCOMMANDS = ("train", "pretrain", "report", "phantom", "data")
+SUBCOMMANDS = ("train", "transfer", "pretrain", "report", "phantom", "data")
 
 
 def config_dir() -> Path:
@@ -170,6 +172,13 @@ def run_pretrain(args: list[str]) -> None:
         raise SystemExit(f"musclelab pretrain: error: {err}") from None
 
 
+def run_transfer(args: list[str]) -> None:
+    """``musclelab transfer``: see :mod:`musclelab.studies`."""
+    from musclelab.studies import main_transfer
+
+    main_transfer(args)
+
+
 def run_report(args: list[str]) -> None:
     """``musclelab report <study dir>``: see :mod:`musclelab.report`."""
     from musclelab.report import main_report
@@ -186,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"musclelab: unknown sub-command '{argv[0]}'; known: {', '.join(SUBCOMMANDS)}")
         return
     cmd, rest = argv[0], argv[1:]
-    {"train": run_train, "pretrain": run_pretrain, "report": run_report, "phantom": run_phantom,
+    {"train": run_train, "transfer": run_transfer, "pretrain": run_pretrain, "report": run_report, "phantom": run_phantom,
      "data": run_data}[cmd](rest)
 
 
