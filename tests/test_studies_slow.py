@@ -1,0 +1,24 @@
+"""The studies end to end, as a user runs them (slow: minutes; run with ``pytest -m slow``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from musclelab.outputs.status import read_status
+
+
+@pytest.mark.slow
+def test_mcsweeney2022_smoke_study_and_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_cli(["train", "-m", "experiment=mcsweeney2022_smoke", "callbacks.progress_bar=false",
+             f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"], cwd=tmp_path)
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]
+    assert len(jobs) == 6 and all(read_status(j) == "complete" for j in jobs)
+    assert len(list((tmp_path / "cache" / "pretext").glob("*/trunk.pt"))) == 2  # one per pretext task, not per n
+    run_cli(["report", str(sweep)], cwd=tmp_path)
+    summary = pd.read_csv(sweep / "report" / "summary.csv")
+    assert len(summary) == 6
+    assert (sweep / "report" / "report.md").exists() and (sweep / "report" / "fig_dsc.png").exists()
