@@ -103,15 +103,15 @@ def _print_summary(report_md: Path) -> None:
     s = pd.read_csv(path)
     if not {"init", "n_train", "dsc_mean"} <= set(s.columns):
         return
-    table = Table(title="mean [95% CI] per group")
+    table = Table(title="mean [95% CI] per group; runs = complete/expected")
     for col in ("init", "n", "runs", "cases", "DSC", "RMS-DTA (cm)"):
-        table.add_column(col, justify="left" if col == "init" else "right")
+        table.add_column(col, justify="left" if col == "init" else "right", no_wrap=col in ("init", "n"))
 
     def ci(r: pd.Series, m: str) -> str:
         return mcsweeney._mean_ci_text(r[f"{m}_mean"], r[f"{m}_ci_low"], r[f"{m}_ci_high"], 3)
 
     for _, r in s.iterrows():
-        runs = f"{r['n_runs']}" + (f" (+{r['n_missing']} missing)" if r.get("n_missing", 0) else "")
+        runs = f"{r['n_runs']}/{r['n_runs'] + r.get('n_missing', 0)}"
         table.add_row(str(r["init"]), str(r["n_train"]), runs, str(r["n_cases"]), ci(r, "dsc"),
                       ci(r, "rms_dta_cm"))
     Console().print(table)

@@ -443,6 +443,11 @@ def _mean_ci_text(mean: float, lo: float, hi: float, digits: int) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _band_text(band: pd.DataFrame, metric: str) -> str:
+    b = band.loc[metric]
+    return _mean_ci_text(b["mean"], b["ci_low"], b["ci_high"], DIGITS[metric])
+
+
 def metric_table(summary: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Rows = init, columns = ``n=<n>``, cells ``mean [95 % CI]`` of ``metric`` (text)."""
     d = DIGITS[metric]
@@ -477,6 +482,14 @@ def _first_n(summary: pd.DataFrame, init: str, ok) -> int | None:
     return None
 
 
+def _plural(n: int, noun: str, plural_last: str | None = None) -> str:
+    """``"1 run"``, ``"2 runs"``; ``plural_last`` replaces the last word in the plural."""
+    if n == 1:
+        return f"{n} {noun}"
+    head, _, last = noun.rpartition(" ")
+    return f"{n} {head + ' ' if head else ''}{plural_last or last + 's'}"
+
+
 def _list_phrase(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
@@ -488,9 +501,10 @@ def summary_paragraph(res: McSweeneyResult) -> str:
     each init first reaches the observer band, and what Dunnett's tests find."""
     s = res.summary[np.isfinite(res.summary["dsc_mean"].astype(float))]
     st = res.study
-    counts = (f"This report pools {len(res.cases['run_dir'].unique()) if not res.cases.empty else 0} complete "
-              f"runs of {st.n_expected} expected ({len(st.missing)} expected runs without a complete result, "
-              f"{len(st.failed)} failed or unfinished run directories).")
+    n_used = len(res.cases["run_dir"].unique()) if not res.cases.empty else 0
+    counts = (f"This report pools {_plural(n_used, 'complete run')} of {st.n_expected} expected "
+              f"({_plural(len(st.missing), 'expected run')} without a complete result, "
+              f"{_plural(len(st.failed), 'failed or unfinished run directory', 'directories')}).")
     if s.empty:
         return counts + " No group has a DSC value, so nothing can be compared."
     parts = [counts]
@@ -516,20 +530,32 @@ def summary_paragraph(res: McSweeneyResult) -> str:
         for init in inits:
             n = _first_n(s, init, lambda r: r.dsc_mean >= b["ci_low"])
             (reach if n is not None else never).append(f"{init} at n={n}" if n is not None else init)
-        text = (f"The observers' mean DSC is {b['mean']:.3f} (95% CI {b['ci_low']:.3f}–{b['ci_high']:.3f}); "
-                f"a model's mean DSC first reaches the band's lower bound")
-        text += f" for {_list_phrase(reach)}" if reach else " for no init"
-        if never:
-            text += f", while {_list_phrase(never)} never do{'es' if len(never) == 1 else ''} (up to n={ns[-1]})"
+        text = f"The observers' mean DSC is {b['mean']:.3f} (95% CI {b['ci_low']:.3f}–{b['ci_high']:.3f}); "
+        if reach:
+            text += f"a model's mean DSC first reaches the band's lower bound for {_list_phrase(reach)}"
+            if never:
+                text += (f", while {_list_phrase(never)} never do{'es' if len(never) == 1 else ''} "
+                         f"(up to n={ns[-1]})")
+        else:
+            text += f"no init's mean DSC reaches the band's lower bound up to n={ns[-1]}"
         parts.append(text + ".")
         d = res.dunnett["dsc"]
         if not d.empty:
-            same = []
+            same, differ = [], []
             for init in inits:
                 ok = d[(d["init"] == init) & (d["p_value"] >= ALPHA)].sort_values("n_train")
-                same.append(f"{init} from n={int(ok.iloc[0]['n_train'])}" if len(ok) else f"{init} at no n")
-            parts.append(f"Dunnett's test finds no significant DSC difference from the observers "
-                         f"(p ≥ {ALPHA}) first for {_list_phrase(same)}.")
+                if len(ok):
+                    same.append(f"{init} from n={int(ok.iloc[0]['n_train'])}")
+                elif (d["init"] == init).any():
+                    differ.append(init)
+            text = "Dunnett's test against the observers (α = 0.05) "
+            if same:
+                text += f"first finds no significant DSC difference for {_list_phrase(same)}"
+                if differ:
+                    text += f"; {_list_phrase(differ)} differ{'s' if len(differ) == 1 else ''} at every n"
+            else:
+                text += "finds a significant DSC difference for every init at every n"
+            parts.append(text + ".")
     else:
         parts.append("Without observer scores there is no observer band to compare with.")
     last = s[s["n_train"] == ns[-1]]
@@ -560,8 +586,9 @@ def _runs_md(res: McSweeneyResult) -> list[str]:
              f"| complete but superseded by a newer run of the same setting | {len(st.superseded)} |",
              f"| complete but unusable | {len(res.excluded)} |", ""]
     if len(st.missing):
+        order = [c for c in IDENTITY if c in st.missing] + [c for c in st.missing if c not in IDENTITY]
         lines += ["### Missing runs (expected, no complete result; not in any statistic)", "",
-                  md_table(st.missing), ""]
+                  md_table(st.missing[order]), ""]
     if len(st.failed):
         cols = ["run_dir", "status", *[c for c in ("init", "n_train", "fold", "subset_draw", "seed")
                                        if c in st.failed], "error"]
@@ -602,8 +629,7 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
         obs_n = int(b["n_observers"].max())
         lines += [f"Human observers ({obs_n} observer{'s' if obs_n != 1 else ''}, pooled per case, each "
                   f"(case, observer) once): "
-                  + "; ".join(f"{METRICS[m]} {_mean_ci_text(b.loc[m, 'mean'], b.loc[m, 'ci_low'], b.loc[m, 'ci_high'], DIGITS[m])}"
-                              for m in METRICS if m in b.index), ""]
+                  + "; ".join(f"{METRICS[m]} {_band_text(b, m)}" for m in METRICS if m in b.index), ""]
     else:
         lines += ["_No observers.csv: no observer band._", ""]
     for metric, fig_key, caption in (("dsc", "dsc", "Fig. 3: mean DSC vs n"),
@@ -611,8 +637,8 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
         lines += [f"### {METRICS[metric]}", "", md_table(metric_table(res.summary, metric), index=True), "",
                   f"![{caption}]({figures[fig_key]})", ""]
     lines += ["### SMA and SMD differences (model − reference)", "",
-              md_table(metric_table(res.summary, "sma_diff"), index=True), "",
-              md_table(metric_table(res.summary, "smd_diff"), index=True), "",
+              f"**{METRICS['sma_diff']}**", "", md_table(metric_table(res.summary, "sma_diff"), index=True), "",
+              f"**{METRICS['smd_diff']}**", "", md_table(metric_table(res.summary, "smd_diff"), index=True), "",
               f"![Fig. 5: SMA and SMD differences vs n]({figures['sma_smd']})", ""]
     lines += ["## Table 1: Dunnett's test against the human observers", "",
               "Two-sided p-values of each init's pooled per-case values against the observers' pooled values, "
