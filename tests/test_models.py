@@ -23,7 +23,7 @@ from musclelab.registry import UnknownNameError
 
 P = PARAMS_FIELD  # config section of model parameters, e.g. "model.params"
 
-ALL_MODELS = ["fcn_resnet101", "fcn_resnet50", "smp", "swin_unetr", "unet", "unetr", "vnet"]
+ALL_MODELS = ["fcn_resnet101", "fcn_resnet50", "paratranscnn", "smp", "swin_unetr", "unet", "unetr", "vnet"]
 
 # Small widths so the whole table runs in seconds on a 2-core CPU.
 SMALL: dict[str, dict[str, Any]] = {

@@ -1,7 +1,7 @@
 """Segmentation networks: the ``MODELS`` registry and ``build_model`` / ``check_input_size``.
 
 Choose a network with ``model.name`` (``vnet``, ``unet``, ``unetr``, ``swin_unetr``, ``fcn_resnet101``,
-``fcn_resnet50``, ``smp``); its parameters are the other ``model.*`` fields.
+``fcn_resnet50``, ``smp``, ``paratranscnn``); its parameters are the other ``model.*`` fields.
 """
 from musclelab.models.registry import (
     MODELS,
@@ -15,6 +15,7 @@ from musclelab.models.registry import (
     check_input_size,
     model_defaults,
 )
+from musclelab.models import paratranscnn as _paratranscnn  # noqa: F401  (registers "paratranscnn")
 
 __all__ = [
     "MODELS",

@@ -30,13 +30,30 @@ __all__ = ["MUSCLE_HU_RANGE", "body_mask", "threshold_muscle", "evaluate_thresho
 MUSCLE_HU_RANGE: tuple[float, float] = (-29.0, 150.0)
 
 
-def body_mask(image_hu: ArrayLike, body_threshold_hu: float = -500.0) -> np.ndarray:
+def body_mask(
+    image_hu: ArrayLike,
+    body_threshold_hu: float = -500.0,
+    *,
+    spacing_mm: float | Sequence[float] | None = None,
+    detach_mm: float = 5.0,
+) -> np.ndarray:
     """Body outline of one ``(H, W)`` HU slice: the largest 8-connected component above
-    ``body_threshold_hu`` with its holes filled (bowel gas, lungs). Empty if nothing is above it."""
+    ``body_threshold_hu`` with its holes filled (bowel gas). Empty if nothing is above it.
+
+    With ``spacing_mm`` ((row, col) mm) the thresholded mask is first opened with a disc of radius
+    ``detach_mm`` mm, which cuts thin plates touching the body (the CT table top, ~3 mm) so they do not
+    join the body component; without it the mask is used as is (the table may then count as body).
+    """
     img = np.asarray(image_hu, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"body_mask expects one 2D slice (H, W), got shape {img.shape}")
-    comp, n = ndimage.label(img > body_threshold_hu, structure=np.ones((3, 3), bool))
+    above = img > body_threshold_hu
+    if spacing_mm is not None and detach_mm > 0:
+        from musclelab.metrics import ellipsoid_structure
+
+        se = ellipsoid_structure(detach_mm, spacing_mm, ndim=2)
+        above = ndimage.binary_opening(above, structure=se)
+    comp, n = ndimage.label(above, structure=np.ones((3, 3), bool))
     if n == 0:
         return np.zeros(img.shape, bool)
     sizes = np.bincount(comp.ravel())
@@ -49,15 +66,21 @@ def threshold_muscle(
     hu_min: float = MUSCLE_HU_RANGE[0],
     hu_max: float = MUSCLE_HU_RANGE[1],
     body_threshold_hu: float = -500.0,
+    *,
+    spacing_mm: float | Sequence[float] | None = None,
+    detach_mm: float = 5.0,
 ) -> np.ndarray:
     """Boolean muscle mask of one ``(H, W)`` HU slice: ``hu_min <= HU <= hu_max`` inside :func:`body_mask`.
 
-    No organ exclusion, no morphology: the plain density threshold that organs of muscle-like HU fool.
+    No organ exclusion and no clean-up of the muscle mask: the plain density threshold that organs of
+    muscle-like HU fool. Pass ``spacing_mm`` so that the CT table is cut off the body outline (see
+    :func:`body_mask`); otherwise the table top (~120 HU) may be counted as muscle too.
     """
     img = np.asarray(image_hu, dtype=np.float32)
     if hu_min > hu_max:
         raise ValueError(f"hu_min={hu_min} must not exceed hu_max={hu_max}")
-    return (img >= hu_min) & (img <= hu_max) & body_mask(img, body_threshold_hu)
+    body = body_mask(img, body_threshold_hu, spacing_mm=spacing_mm, detach_mm=detach_mm)
+    return (img >= hu_min) & (img <= hu_max) & body
 
 
 def evaluate_threshold_baseline(
@@ -70,6 +93,7 @@ def evaluate_threshold_baseline(
     hu_min: float = MUSCLE_HU_RANGE[0],
     hu_max: float = MUSCLE_HU_RANGE[1],
     body_threshold_hu: float = -500.0,
+    detach_mm: float = 5.0,
     surface: bool = True,
 ) -> pd.DataFrame:
     """Run :func:`threshold_muscle` on every slice and score it against the labels.
@@ -80,6 +104,7 @@ def evaluate_threshold_baseline(
         spacing: ``(N, 2)`` (row, col) mm per slice, or one ``(2,)`` pair for all.
         class_names: two names, background first; they suffix the per-class metric keys.
         case_ids: optional identifiers for the ``case`` column (default ``"0" .. "N-1"``).
+        detach_mm: radius (mm) of the opening that cuts the CT table off the body outline (0: none).
         surface: also compute the surface-distance metrics (mm).
 
     Returns:
@@ -107,7 +132,8 @@ def evaluate_threshold_baseline(
     rows = []
     for k in range(n):
         t0 = time.perf_counter()
-        pred = threshold_muscle(imgs[k], hu_min, hu_max, body_threshold_hu)
+        pred = threshold_muscle(imgs[k], hu_min, hu_max, body_threshold_hu, spacing_mm=tuple(sp[k]),
+                                detach_mm=detach_mm)
         elapsed_ms = (time.perf_counter() - t0) * 1e3
         row: dict[str, object] = {"case": ids[k]}
         row.update(case_metrics(pred.astype(np.uint8), (lab[k] != 0).astype(np.uint8), tuple(sp[k]), names,
