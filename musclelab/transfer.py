@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
 from torch import Tensor, nn
 
 from musclelab.errors import ConfigError

@@ -41,7 +41,6 @@ cache never writes into the data root (a ``cache_root`` inside it is refused).
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -50,8 +49,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,7 +62,7 @@ from musclelab.data.case import Case
 from musclelab.data.preprocess import SlicePreprocess, case_to_slice_arrays
 from musclelab.data.sources import SliceSet
 from musclelab.errors import ConfigError
-from musclelab.io import atomic_write_json, atomic_write_text, file_lock
+from musclelab.io import atomic_write_json, atomic_write_text, file_lock, try_file_lock
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +223,7 @@ class SliceCache:
             is_tmp = d.name.startswith(".") and ".tmp-" in d.name
             if not is_tmp and (not _is_complete(d) or any(key16.startswith(k[:16]) for k in keep)):
                 continue
-            with _try_lock(root / f"{stem}.lock") as got:
+            with try_file_lock(root / f"{stem}.lock") as got:
                 if not got:
                     continue
                 removed.append(d)
@@ -413,25 +411,6 @@ def _fsync_dir(path: Path) -> None:
 
 def _is_complete(d: Path) -> bool:
     return (d / "manifest.json").is_file()
-
-
-@contextmanager
-def _try_lock(path: Path) -> Iterator[bool]:
-    """Like :func:`musclelab.io.file_lock` but never waits: yields whether the lock was taken."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 # --- key helpers --------------------------------------------------------------------------------------------------

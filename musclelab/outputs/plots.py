@@ -1,7 +1,6 @@
 """Figures of a run: the learning curve and test-prediction overlays (matplotlib, headless Agg backend)."""
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,14 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from musclelab.data.windowing import display_image  # noqa: E402
-from musclelab.io import atomic_write_bytes  # noqa: E402
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
+from musclelab.outputs.figures import save_figure  # noqa: E402
 
 
 def plot_learning_curve(metrics: pd.DataFrame, path: str | Path) -> Path:
@@ -39,7 +31,7 @@ def plot_learning_curve(metrics: pd.DataFrame, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_overlays(examples: Sequence[dict], class_names: Sequence[str], path: str | Path,
@@ -70,4 +62,4 @@ def plot_overlays(examples: Sequence[dict], class_names: Sequence[str], path: st
     for ax in axes[0]:
         ax.axis("off")
     fig.suptitle("test cases: ground truth filled, prediction outlined", fontsize=8)
-    return _save(fig, Path(path))
+    return save_figure(fig, path)

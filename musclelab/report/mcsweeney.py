@@ -19,7 +19,6 @@ pools its repeated trainings; the primary DSC is ``dice_pp`` (after the paper's 
 """
 from __future__ import annotations
 
-import io
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -33,7 +32,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from musclelab.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from musclelab.io import atomic_write_text  # noqa: E402
+from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.metrics.statistics import dunnett_vs_control, mean_ci  # noqa: E402
 
 from .runs import MISSING, Study, config_value, find_run_dirs, load_config, load_study  # noqa: E402
@@ -349,13 +349,6 @@ def analyze(study_dir: str | Path, rng: int = 0) -> McSweeneyResult:
 
 
 # ---------------------------------------------------------------------------------------------------- figures
-def _save(fig: plt.Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
 def _plot_metric(ax: plt.Axes, summary: pd.DataFrame, metric: str, band: pd.DataFrame,
                  zero_line: bool = False) -> None:
     """Mean ± 95 % CI of ``metric`` vs n (log axis, inits slightly offset), with the observer band."""
@@ -392,7 +385,7 @@ def plot_dsc(summary: pd.DataFrame, band: pd.DataFrame, path: str | Path) -> Pat
     _plot_metric(ax, summary, "dsc", band)
     ax.set_title("Mean DSC vs training-set size")
     ax.legend(fontsize=8, loc="lower right")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_rms(summary: pd.DataFrame, band: pd.DataFrame, path: str | Path) -> Path:
@@ -401,7 +394,7 @@ def plot_rms(summary: pd.DataFrame, band: pd.DataFrame, path: str | Path) -> Pat
     _plot_metric(ax, summary, "rms_dta_cm", band)
     ax.set_title("RMS distance-to-agreement vs training-set size")
     ax.legend(fontsize=8, loc="upper right")
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 def plot_sma_smd(summary: pd.DataFrame, band: pd.DataFrame, path: str | Path) -> Path:
@@ -412,7 +405,7 @@ def plot_sma_smd(summary: pd.DataFrame, band: pd.DataFrame, path: str | Path) ->
     ax_a.set_title("SMA difference (model − reference)")
     ax_d.set_title("SMD difference (model − reference)")
     ax_a.legend(fontsize=8)
-    return _save(fig, Path(path))
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
