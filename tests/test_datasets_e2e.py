@@ -35,6 +35,10 @@ def test_dataset_trains_through_cli(tmp_path: Path, dataset: str) -> None:
     by_split = manifest.groupby("split")["patient_id"].apply(set)
     assert not (by_split["train"] & by_split["test"]) and not (by_split["train"] & by_split["val"])
     assert len(list(cache.iterdir())) >= 1  # the slice cache was built on first use
+    if dataset == "l3_folder":  # its observers/<name>/ annotations are scored against the reference
+        observers = pd.read_csv(run_dir / "observers.csv")
+        assert sorted(observers["observer"].unique()) == ["obs1", "obs2"]
+        assert observers["dice"].lt(1.0).all()  # the fake observers' masks are shifted copies
 
 
 def test_data_verify_and_prepare_cli(tmp_path: Path) -> None:

@@ -153,6 +153,14 @@ def _resize_stack(images: np.ndarray, labels: np.ndarray | None, size: int) -> t
     return out_img, out_lab
 
 
+def resize_labels(labels: np.ndarray, size: int | None) -> np.ndarray:
+    """Resize a ``(n, H, W)`` label stack to ``(n, size, size)`` exactly as cached labels are (nearest-exact);
+    unchanged when ``size`` is None or already the size."""
+    if size is None or labels.shape[1:] == (size, size):
+        return labels
+    return _resize_stack(labels.astype(np.float32), labels, size)[1]
+
+
 def case_to_slice_arrays(
     case: Case, pre: SlicePreprocess
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:

@@ -126,10 +126,34 @@ def _reader_source(name: str) -> SourceFn:
         rdr = build_reader(name, root, **(reader or {}))
         verify_dataset(rdr, decode=False).raise_if_errors()  # headers only; decoding checks run in the cache build
         pre = SlicePreprocess(img_size=img_size, slices=slices, margin=margin)
-        return SourceData(SliceCache.build_or_load(rdr, pre, cache_dir, name))
+        pool = SliceCache.build_or_load(rdr, pre, cache_dir, name)
+        pool.observers = _reader_observers(rdr, pool, img_size)
+        return SourceData(pool)
 
     source.__doc__ = f"Data set '{name}' from data.root through the '{name}' reader and the slice cache."
     return source
+
+
+def _reader_observers(reader, pool: SliceSet, img_size: int) -> dict[str, np.ndarray] | None:
+    """Extra annotators' masks of single-slice cases (an L3 folder's ``observers/<name>/<id>.*``), resized like
+    the cached slices; None when no case has them. Only observers who annotated every case are kept, so each
+    observer is compared on the same slices."""
+    refs = {r.case_id: r for r in reader.scan() if r.observers}
+    if not refs:
+        return None
+    from musclelab.data.preprocess import resize_labels
+
+    names = set.intersection(*(set(r.observers) for r in refs.values()))
+    per_name: dict[str, list[np.ndarray]] = {n: [] for n in sorted(names)}
+    for source_id, slice_index in zip(pool.meta["source_case_id"], pool.meta["slice_index"]):
+        ref = refs.get(str(source_id))
+        if ref is None or not names:
+            return None
+        masks = reader.observer_masks(ref)
+        for n in per_name:
+            mask = masks[n] if masks[n].ndim == 2 else masks[n][int(slice_index)]
+            per_name[n].append(resize_labels(mask[None], img_size)[0])
+    return {n: np.stack(v) for n, v in per_name.items()} if per_name else None
 
 
 for _name in ("lits", "btcv", "chaos", "l3_folder", "msd"):
