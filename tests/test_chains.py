@@ -100,6 +100,7 @@ def test_all_orderings_train_each_prefix_once(tmp_path: Path) -> None:
     assert r.stages[0].run_dir == results[("b",)].stages[0].run_dir
     out = tmp_path / "out" / "b-c-a"
     matrix = pd.read_csv(out / "forgetting_matrix.csv")
+    assert (out / "forgetting_heatmap.png").stat().st_size > 0
     assert matrix.shape == (3, 3 + 3) and list(matrix.columns) == ["stage", "trained", "final", "a", "b", "c"]
     assert matrix["trained"].tolist() == ["b", "c", "a"] and matrix["final"].tolist() == [False, False, True]
     values = matrix[list(SITES)].to_numpy()

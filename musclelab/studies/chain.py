@@ -21,7 +21,7 @@ run with ``checkpoints/last.ckpt`` resumes in place (``train()`` with ``resume``
 fresh. Evaluations are cached in the stage directory (``eval_<data set>.json`` + ``eval_<data set>_cases.csv``),
 keyed by the evaluated data config, so a reused stage is not evaluated again.
 
-Outputs of a chain (``out_dir``): ``forgetting_matrix.csv``, ``stage_eval.csv`` (every test metric, long
+Outputs of a chain (``out_dir``): ``forgetting_matrix.csv`` and ``forgetting_heatmap.png``, ``stage_eval.csv`` (every test metric, long
 format), ``learning_curves.csv``, ``chain.json`` and ``chain_metrics.json`` (:mod:`.forgetting`).
 """
 from __future__ import annotations
@@ -44,6 +44,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, atomic_write_text, file_lock
 from musclelab.outputs.status import read_status
+from musclelab.studies.figures import plot_forgetting_heatmap
 from musclelab.studies.forgetting import chain_metrics
 
 log = logging.getLogger(__name__)
@@ -394,14 +395,15 @@ def learning_curves(stages: Sequence[StageResult]) -> pd.DataFrame:
 
 
 def write_chain_outputs(result: ChainResult, out_dir: Path, stage_root: Path) -> None:
-    """``forgetting_matrix.csv``, ``stage_eval.csv``, ``learning_curves.csv``, ``chain.json`` and
-    ``chain_metrics.json`` of one chain into ``out_dir``."""
+    """``forgetting_matrix.csv`` (+ ``forgetting_heatmap.png``), ``stage_eval.csv``, ``learning_curves.csv``,
+    ``chain.json`` and ``chain_metrics.json`` of one chain into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     last = len(result.stages) - 1
     matrix = result.matrix().reset_index()
     matrix.insert(1, "trained", [s.dataset for s in result.stages])  # the data set this row was last trained on
     matrix.insert(2, "final", [s.index == last for s in result.stages])
     atomic_write_text(out_dir / "forgetting_matrix.csv", matrix.to_csv(index=False))
+    plot_forgetting_heatmap(matrix, list(result.matrix().columns), out_dir / "forgetting_heatmap.png")
     rows = [{"stage": s.index, "trained": s.dataset, "evaluated": d, "seen": d in result.sequence[: s.index + 1],
              "metric": m, "value": v, "n_cases": rec.get("n_cases", 0)}
             for s in result.stages for d, rec in s.evaluation.items() for m, v in rec.get("metrics", {}).items()]
