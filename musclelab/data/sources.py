@@ -15,12 +15,48 @@ import pandas as pd
 from musclelab.registry import Registry
 
 
+class RowView:
+    """Rows ``index`` of a (memory-mapped) array, without reading them: indexing reads only the rows asked for.
+
+    Splitting a cached data set into train/val/test then costs no memory, however large the cache.
+    """
+
+    def __init__(self, base: "np.ndarray | RowView", index: np.ndarray) -> None:
+        index = np.asarray(index, dtype=np.int64)
+        if isinstance(base, RowView):
+            base, index = base.base, base.index[index]
+        self.base, self.index = base, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
+        return self.base[self.index[key]]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        rows = np.asarray(self.base[self.index])
+        return rows if dtype is None else rows.astype(dtype)
+
+
+def _rows(array: "np.ndarray | RowView", index: np.ndarray) -> "np.ndarray | RowView":
+    """``array[index]``: a lazy :class:`RowView` for memory-mapped data, a copy for arrays in memory."""
+    return RowView(array, index) if isinstance(array, (np.memmap, RowView)) else array[index]
+
+
 @dataclass
 class SliceSet:
     """2D slices with labels and physical spacing.
 
     images: ``(N, H, W)`` in HU — float32 in memory, or a read-only int16/float32 memory map from the slice
-    cache (index it; do not convert the whole array); labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
+    cache, or a :class:`RowView` of one (index it; do not convert the whole array); labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
     (row, column); meta: one row per slice with at least ``case_id`` and ``patient_id``;
     class_names: label value -> name, background first.
     observers: optional extra annotations of the same slices, observer name -> ``(N, H, W)`` label maps
@@ -49,7 +85,7 @@ class SliceSet:
     def subset(self, index: np.ndarray) -> "SliceSet":
         """The slices at ``index`` (in that order)."""
         observers = {k: v[index] for k, v in self.observers.items()} if self.observers else None
-        return SliceSet(self.images[index], self.labels[index], self.spacing[index],
+        return SliceSet(_rows(self.images, index), _rows(self.labels, index), self.spacing[index],
                         self.meta.iloc[index].reset_index(drop=True), self.class_names, observers)
 
     @staticmethod
