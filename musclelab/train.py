@@ -7,6 +7,7 @@ any training, and ``run_status.json`` says ``complete`` only after every output 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,13 +182,15 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False, callbacks=callbacks,
                          enable_progress_bar=bool(cfg.callbacks.progress_bar), **trainer_kwargs)
     ckpt_path = str(find_resume_checkpoint(run_dir)) if cfg.resume else None
+    t_fit = time.perf_counter()
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
+    fit_time_s = time.perf_counter() - t_fit
     if trainer.global_rank != 0:  # subprocess-launched DDP ranks stop here; rank 0 tests and writes
         return {}
 
     best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else run_dir / CHECKPOINT_DIR / LAST_CKPT
     result: dict[str, float] = {"best_score": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None
-                                else float("nan")}
+                                else float("nan"), "fit_time_s": round(fit_time_s, 3)}
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.exists():
         plot_learning_curve(pd.read_csv(metrics_csv), run_dir / "learning_curve.png")
@@ -226,12 +229,14 @@ def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule
     rows = pd.DataFrame(model.test_rows)
     atomic_write_text(run_dir / "test_cases.csv", rows.to_csv(index=False))
     summary = summarize(rows.drop(columns=["case_id"]))
+    ms_per_slice = 1000.0 * model.test_forward_s / max(1, len(rows))
     atomic_write_json(run_dir / "test_summary.json", {"checkpoint": str(best), "n_cases": len(rows),
-                                                      "metrics": summary})
+                                                      "inference_ms_per_slice": ms_per_slice, "metrics": summary})
     write_observer_agreement(dm.datasets["test"].slices, run_dir)
     scores = dict(zip(rows["case_id"], rows["dice"])) if "dice" in rows else None
     overlay = plot_overlays(model.test_examples, model.class_names, run_dir / "test_overlay.png", scores)
     if logger is not None and hasattr(logger, "log_image"):
         logger.log_image("test/overlay", [str(overlay)])
         logger.log_image("learning_curve", [str(run_dir / "learning_curve.png")])
-    return {f"test/{k}": v["mean"] for k, v in summary.items() if not k.startswith("spacing")}
+    out = {f"test/{k}": v["mean"] for k, v in summary.items() if not k.startswith("spacing")}
+    return {**out, "inference_ms_per_slice": ms_per_slice}

@@ -29,7 +29,9 @@ def assert_complete_run(run_dir: Path) -> None:
     for col in ("case_id", "dice", "precision", "recall", "accuracy", "hd", "hd95", "assd", "rms_dta"):
         assert col in cases.columns, col
     summary = json.loads((run_dir / "test_summary.json").read_text())
-    assert summary["n_cases"] == len(cases)
+    assert summary["n_cases"] == len(cases) and summary["inference_ms_per_slice"] > 0
+    status = json.loads((run_dir / "run_status.json").read_text())
+    assert status["metrics"]["fit_time_s"] > 0
     assert summary["metrics"]["dice"]["mean"] == pytest.approx(cases["dice"].mean())
     manifest = pd.read_csv(run_dir / "split_manifest.csv")
     by_split = manifest.groupby("split")["patient_id"].apply(set)

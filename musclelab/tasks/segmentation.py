@@ -7,6 +7,7 @@ metrics in mm come from :mod:`musclelab.metrics` on the predicted label maps.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ class SegmentationTask(pl.LightningModule):
         self.train_dice = DiceScore(**{**dice, "average": "macro"})
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, np.ndarray]] = []
+        self.test_forward_s = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C_out, H, W)`` for images ``(B, C_in, H, W)``."""
@@ -95,9 +97,14 @@ class SegmentationTask(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_rows, self.test_examples = [], []
+        self.test_forward_s = 0.0
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        t0 = time.perf_counter()
         _, pred = self._step(batch, "test")
+        if pred.is_cuda:
+            torch.cuda.synchronize(pred.device)
+        self.test_forward_s += time.perf_counter() - t0  # network + loss only, not the metrics below
         preds = pred.cpu().numpy()
         labels = batch["label"].cpu().numpy()
         for i, case_id in enumerate(batch["case_id"]):
