@@ -5,7 +5,8 @@ The report layer reads run outputs from disk only (``run_status.json``, ``config
 reported anywhere; it never imports torch or Lightning.
 
 * :data:`REPORTS` — kind name → :class:`ReportKind` (how to recognise a study of that kind, how to write
-  its report); today ``"mcsweeney"`` (init × training-set size vs human observers, McSweeney et al. 2022);
+  its report): ``"mcsweeney"`` (init × training-set size vs human observers, McSweeney et al. 2022),
+  ``"architectures"`` (Yoon et al. 2024 Table 3) and ``"chains"`` (Yoon et al. 2024 sequential transfer);
 * :func:`write_report` — write the report of a study directory, the kind given or auto-detected;
 * :func:`main_report` — ``musclelab report <dir> [--out DIR] [--kind KIND]``.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from musclelab.errors import ConfigError
 
-from . import mcsweeney
+from . import architectures, chains, mcsweeney
 from .runs import find_run_dirs
 
 __all__ = ["REPORTS", "ReportKind", "detect_kind", "main_report", "write_report"]
@@ -39,8 +40,23 @@ REPORTS: dict[str, ReportKind] = {
     mcsweeney.KIND: ReportKind(
         name=mcsweeney.KIND,
         description="init × training-set size vs human observers (configs with init.name and data.n_train)",
-        detect=mcsweeney.detect,
+        # real configs always carry init.name (scratch) and data.n_train (null), so a plain multirun over
+        # model would look like McSweeney; architectures.detect requires no init / n_train sweep
+        detect=lambda study: mcsweeney.detect(study) and not architectures.detect(study),
         write=lambda study, out: mcsweeney.write(study, out),
+    ),
+    architectures.KIND: ReportKind(
+        name=architectures.KIND,
+        description="architectures compared, Yoon et al. 2024 Table 3 (complete runs differing in model.name, "
+                    "no init / data.n_train sweep)",
+        detect=architectures.detect,
+        write=lambda study, out: architectures.write(study, out),
+    ),
+    chains.KIND: ReportKind(
+        name=chains.KIND,
+        description="sequential transfer chains, Yoon et al. 2024 (forgetting_matrix.csv from musclelab transfer)",
+        detect=chains.detect,
+        write=lambda study, out: chains.write(study, out),
     ),
 }
 
@@ -48,7 +64,7 @@ REPORTS: dict[str, ReportKind] = {
 def _check_study_dir(study_dir: Path) -> None:
     if not study_dir.is_dir():
         raise ConfigError(f"study directory {study_dir} does not exist: give the multirun directory of a study")
-    if not find_run_dirs(study_dir):
+    if not find_run_dirs(study_dir) and not chains.detect(study_dir):  # chain outputs have no run_status.json
         raise ConfigError(f"no run_status.json under {study_dir}: give the multirun directory of a study")
 
 

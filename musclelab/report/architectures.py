@@ -1,0 +1,303 @@
+"""The Yoon et al. 2024 architecture comparison (Table 3): one row per model, mean ± sd over test cases.
+
+Reads the run directories of a multirun over ``model`` (optionally × ``seed``), files only:
+
+* ``config_resolved.yaml`` — ``model.name``, ``data.name``, ``seed``, ``data.n_train``;
+* ``run_status.json`` — ``status`` and ``metrics.fit_time_s`` (training time);
+* ``test_summary.json`` — ``inference_ms_per_slice`` (and ``metrics.<name>.mean/sd`` as a fallback);
+* ``test_cases.csv`` — per-case Dice, HD95 (mm), accuracy, precision, recall.
+
+Per model, case values of all its complete runs are pooled (several seeds: their cases together) and
+summarised as mean ± sd (sample sd); training and inference times are means over the model's runs. When a run
+has no ``test_cases.csv`` its ``test_summary.json`` mean/sd are used (a single run only; noted).
+
+Outputs: ``architectures.csv`` (one row per model), ``fig_architectures.png`` (Dice with sd error bars),
+``runs.csv`` and ``report.md`` (Table 3 layout; missing and failed runs listed).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from musclelab.io import atomic_write_text  # noqa: E402
+from musclelab.outputs.figures import save_figure  # noqa: E402
+
+from .runs import MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study  # noqa: E402
+
+KIND = "architectures"
+TITLE = "Yoon et al. 2024 reproduction: segmentation architectures compared (Table 3)"
+
+COLUMNS: dict[str, str] = {"model": "model.name", "dataset": "data.name", "seed": "seed",
+                           "n_train": "data.n_train", "init": "init.name"}
+IDENTITY: tuple[str, ...] = ("model", "dataset", "seed", "n_train", "init")
+# case metric -> Table 3 column header
+METRICS: dict[str, str] = {"dice": "Dice", "hd95": "HD95 (mm)", "accuracy": "accuracy", "precision": "precision",
+                           "recall": "recall"}
+TABLE_METRICS = ("dice", "hd95", "accuracy", "precision")  # the paper's Table 3 columns (recall in the csv)
+DIGITS: dict[str, int] = {"dice": 3, "hd95": 2, "accuracy": 3, "precision": 3, "recall": 3}
+# sweep keys that make a study a McSweeney (init × n) layout rather than an architecture comparison
+NON_ARCH_SWEEPS = ("init", "init.name", "data.n_train")
+
+
+def _distinct(values: list) -> set[str]:
+    return {str(v) for v in values if v is not MISSING and v is not None}
+
+
+def detect(study_dir: str | Path) -> bool:
+    """Whether the study compares architectures: complete runs with at least two ``model.name`` values, no
+    sweep over ``init`` or ``data.n_train`` (neither in ``multirun.yaml`` nor differing between the runs'
+    configs), and no chain outputs (``forgetting_matrix.csv``)."""
+    root = Path(study_dir)
+    if next(root.rglob("forgetting_matrix.csv"), None) is not None:
+        return False
+    cfgs = []
+    for run_dir in find_run_dirs(root):
+        try:
+            status = json.loads((run_dir / "run_status.json").read_text()).get("status")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if status == "complete":
+            cfgs.append(load_config(run_dir))
+    if len(_distinct([config_value(c, "model.name") for c in cfgs])) < 2:
+        return False
+    if len(_distinct([config_value(c, "init.name") for c in cfgs])) > 1:
+        return False
+    if len(_distinct([config_value(c, "data.n_train") for c in cfgs])) > 1:
+        return False
+    try:
+        grid = expected_grid(root)
+    except (OSError, yaml.YAMLError):
+        grid = None
+    if grid is not None:
+        for key in NON_ARCH_SWEEPS:
+            if key in grid.columns and grid[key].nunique() > 1:
+                return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _float(value: object) -> float:
+    try:
+        f = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+    return f
+
+
+@dataclass
+class ArchitecturesResult:
+    """Everything the report shows."""
+
+    study: Study
+    cases: pd.DataFrame  # run_dir, model, seed, case_id + METRICS
+    per_run: pd.DataFrame  # run_dir, model, seed, fit_time_s, inference_ms_per_slice, n_cases, source
+    table: pd.DataFrame  # one row per model (architectures.csv)
+    excluded: pd.DataFrame  # complete runs without test results
+    notes: list[str] = field(default_factory=list)
+
+
+def load_runs(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, dict]]:
+    """``(cases, per_run, excluded, summaries)`` of the study's used runs (``summaries``: run_dir → the
+    ``test_summary.json`` metrics of runs without ``test_cases.csv``)."""
+    frames, runs, excluded, summaries = [], [], [], {}
+    for run in study.used.itertuples(index=False):
+        run_dir = study.root / run.run_dir
+        status = _read_json(run_dir / "run_status.json")
+        summary = _read_json(run_dir / "test_summary.json")
+        source = "test_cases.csv"
+        if (run_dir / "test_cases.csv").exists():
+            try:
+                raw = pd.read_csv(run_dir / "test_cases.csv")
+            except (OSError, ValueError) as err:
+                excluded.append({**run._asdict(), "reason": f"unreadable test_cases.csv ({type(err).__name__})"})
+                continue
+            df = pd.DataFrame({"case_id": raw["case_id"].astype(str) if "case_id" in raw
+                               else [str(i) for i in range(len(raw))]})
+            for m in METRICS:
+                df[m] = pd.to_numeric(raw[m], errors="coerce") if m in raw else np.nan
+            frames.append(df.assign(run_dir=run.run_dir, model=str(run.model), seed=run.seed))
+            n_cases = len(df)
+        elif summary.get("metrics"):
+            source, n_cases = "test_summary.json", int(summary.get("n_cases") or 0)
+            summaries[run.run_dir] = summary["metrics"]
+        else:
+            excluded.append({**run._asdict(), "reason": "status complete but no test_cases.csv / test_summary.json"})
+            continue
+        runs.append({"run_dir": run.run_dir, "model": str(run.model), "dataset": run.dataset, "seed": run.seed,
+                     "fit_time_s": _float((status.get("metrics") or {}).get("fit_time_s")),
+                     "inference_ms_per_slice": _float(summary.get("inference_ms_per_slice")),
+                     "n_cases": n_cases, "source": source})
+    cols = ["run_dir", "model", "seed", "case_id", *METRICS]
+    cases = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    per_run = pd.DataFrame(runs, columns=["run_dir", "model", "dataset", "seed", "fit_time_s",
+                                          "inference_ms_per_slice", "n_cases", "source"])
+    excl = pd.DataFrame(excluded, columns=[*study.used.columns, "reason"])
+    return cases, per_run, excl, summaries
+
+
+def _mean_sd(values: np.ndarray) -> tuple[float, float, int]:
+    v = values[np.isfinite(values)]
+    mean = float(v.mean()) if v.size else math.nan
+    sd = float(v.std(ddof=1)) if v.size > 1 else math.nan
+    return mean, sd, int(v.size)
+
+
+def summarize_models(cases: pd.DataFrame, per_run: pd.DataFrame, summaries: Mapping[str, dict],
+                     notes: list[str] | None = None) -> pd.DataFrame:
+    """One row per model (order of first appearance, sorted by name): ``model, n_runs, n_cases`` and per metric
+    ``<m>_mean, <m>_sd``, then ``fit_time_s`` and ``inference_ms_per_slice`` (means over runs)."""
+    rows = []
+    for model in sorted(per_run["model"].unique()):
+        runs = per_run[per_run["model"] == model]
+        c = cases[cases["model"] == model]
+        row: dict[str, object] = {"model": model, "n_runs": len(runs),
+                                  "n_cases": int(runs["n_cases"].sum())}
+        from_summary = [r for r in runs["run_dir"] if r in summaries]
+        for m in METRICS:
+            mean, sd, _ = _mean_sd(c[m].to_numpy(dtype=np.float64))
+            if from_summary and not len(c):
+                stats = summaries[from_summary[0]].get(m) or {}
+                mean, sd = _float(stats.get("mean")), _float(stats.get("sd"))
+            row[f"{m}_mean"], row[f"{m}_sd"] = mean, sd
+        if from_summary and notes is not None:
+            notes.append(f"{model}: {len(from_summary)} run(s) without test_cases.csv; "
+                         + ("their test_summary.json mean/sd are shown" if not len(c)
+                            else "only the runs with per-case values are pooled"))
+        row["fit_time_s"] = float(np.nanmean(runs["fit_time_s"])) if runs["fit_time_s"].notna().any() else math.nan
+        inf = runs["inference_ms_per_slice"]
+        row["inference_ms_per_slice"] = float(np.nanmean(inf)) if inf.notna().any() else math.nan
+        rows.append(row)
+    cols = ["model", "n_runs", "n_cases", *[f"{m}_{s}" for m in METRICS for s in ("mean", "sd")],
+            "fit_time_s", "inference_ms_per_slice"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def analyze(study_dir: str | Path) -> ArchitecturesResult:
+    """Collect the runs of ``study_dir`` and compute the per-model table."""
+    study = load_study(study_dir, COLUMNS, IDENTITY)
+    cases, per_run, excluded, summaries = load_runs(study)
+    notes = list(study.notes)
+    table = summarize_models(cases, per_run, summaries, notes)
+    return ArchitecturesResult(study=study, cases=cases, per_run=per_run, table=table, excluded=excluded,
+                               notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------------- output
+def _fmt(x: float, digits: int) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _pm(mean: float, sd: float, digits: int) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if np.isfinite(sd) else f"{mean:.{digits}f}"
+
+
+def table3(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 3 as text: rows = model; Dice, HD95 (mm), accuracy, precision (mean ± sd), training
+    time (s), inference time per slice (ms)."""
+    out = pd.DataFrame({"model": table["model"]})
+    for m in TABLE_METRICS:
+        out[METRICS[m]] = [_pm(r[f"{m}_mean"], r[f"{m}_sd"], DIGITS[m]) for _, r in table.iterrows()]
+    out["training time (s)"] = [_fmt(v, 1) for v in table["fit_time_s"]]
+    out["inference time per slice (ms)"] = [_fmt(v, 2) for v in table["inference_ms_per_slice"]]
+    return out
+
+
+def plot_dice(table: pd.DataFrame, path: str | Path) -> Path:
+    """Bar chart of mean Dice per model with sd error bars."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(table) + 1.5), 3.6))
+    x = np.arange(len(table))
+    mean = table["dice_mean"].to_numpy(dtype=float)
+    sd = np.nan_to_num(table["dice_sd"].to_numpy(dtype=float))
+    ax.bar(x, np.nan_to_num(mean), yerr=sd, capsize=4, color="tab:blue", alpha=0.8)
+    ax.set_xticks(x, [str(m) for m in table["model"]], rotation=30 if len(table) > 4 else 0)
+    ax.set_ylabel("Dice (mean ± sd over cases)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Test Dice per architecture")
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def md_table(df: pd.DataFrame) -> str:
+    def cell(v: object) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    return "\n".join([head, sep, *("| " + " | ".join(cell(v) for v in row) + " |"
+                                   for row in df.itertuples(index=False))])
+
+
+def render_markdown(res: ArchitecturesResult, figure: str) -> str:
+    st = res.study
+    datasets = sorted({str(v) for v in res.per_run["dataset"].dropna()})
+    seeds = sorted({str(v) for v in res.per_run["seed"].dropna()})
+    lines = [f"# {TITLE}", "",
+             f"Study directory: `{st.root}`" + (f" · data: {', '.join(datasets)}" if datasets else "")
+             + (f" · seeds: {', '.join(seeds)}" if seeds else ""), "",
+             "## Runs", "", "| | runs |", "|---|---|",
+             f"| expected ({'multirun.yaml grid' if st.grid is not None else 'no multirun.yaml: runs found'}) "
+             f"| {st.n_expected} |",
+             f"| run directories found | {len(st.runs)} |",
+             f"| complete and used | {len(res.per_run)} |",
+             f"| failed or unfinished | {len(st.failed)} |",
+             f"| expected but no complete run (missing) | {len(st.missing)} |",
+             f"| complete but superseded by a newer run of the same setting | {len(st.superseded)} |",
+             f"| complete but unusable | {len(res.excluded)} |", ""]
+    if len(st.missing):
+        lines += ["### Missing runs (expected, no complete result; not in the table)", "", md_table(st.missing), ""]
+    if len(st.failed):
+        cols = ["run_dir", "status", *[c for c in ("model", "seed") if c in st.failed], "error"]
+        f = st.failed[cols].copy()
+        f["error"] = f["error"].map(lambda e: (e[:160] + "…") if isinstance(e, str) and len(e) > 160 else e)
+        lines += ["### Failed or unfinished runs (not in the table)", "", md_table(f), ""]
+    if len(st.superseded):
+        lines += ["### Superseded runs (a newer complete run of the same setting is used instead)", "",
+                  md_table(st.superseded[["run_dir", "model", "seed"]]), ""]
+    if len(res.excluded):
+        lines += ["### Complete but unusable runs", "", md_table(res.excluded[["run_dir", "model", "reason"]]), ""]
+    lines += ["## Table 3: architectures", "",
+              "Mean ± sd (sample sd) over the pooled test cases of each model's complete runs (several seeds: "
+              "their cases together); training time (`fit_time_s`) and inference time per slice are means over "
+              "the model's runs.", "", md_table(table3(res.table)), "",
+              "Runs and cases per model: " + ", ".join(f"{r.model} {r.n_runs} run(s) / {r.n_cases} cases"
+                                                       for r in res.table.itertuples(index=False)), "",
+              f"![Test Dice per architecture]({figure})", ""]
+    if res.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
+    lines += ["## Files", "", "`architectures.csv` (one row per model, recall included), `runs.csv` (every run "
+              f"directory and its status), `{figure}`.", ""]
+    return "\n".join(lines)
+
+
+def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the architecture report of ``study_dir`` into ``out_dir`` (default ``<study_dir>/report``)."""
+    res = analyze(study_dir)
+    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "architectures.csv", res.table.to_csv(index=False))
+    atomic_write_text(out / "runs.csv", res.study.runs.to_csv(index=False))
+    figure = "fig_architectures.png"
+    plot_dice(res.table, out / figure)
+    return atomic_write_text(out / "report.md", render_markdown(res, figure))

@@ -1,0 +1,303 @@
+"""The Yoon et al. 2024 sequential-transfer report: forgetting tables, chain metrics and learning curves.
+
+Reads the outputs of ``musclelab transfer`` (:func:`musclelab.studies.chain.write_chain_outputs`), files only:
+a single chain directory, or a study directory holding one sub-directory per ordering (``<a-b-c>/``) and
+``study_summary.csv``. Per chain: ``forgetting_matrix.csv`` (stage, trained, final, one column per evaluated
+data set: mean test Dice), ``chain.json`` (sequence, datasets, stages), ``chain_metrics.json`` (ACC, BWT,
+average forgetting), ``learning_curves.csv`` (stage, dataset, epoch, val_dice, ...) and
+``forgetting_heatmap.png``.
+
+Outputs (``<dir>/report/`` by default):
+
+* ``report.md`` — one forgetting table per ordering in the paper's layout (rows: "after a→b", columns:
+  evaluated data set, the data set trained last in **bold**), its ACC / BWT / average forgetting and a link to
+  its heatmap; chains with a missing or incomplete ``chain.json`` (or matrix) are listed, not dropped;
+* ``chains_summary.csv`` — ordering, acc, bwt, avg_forgetting, ``final_<dataset>`` per complete chain;
+* ``fig_learning_<dataset>.png`` — validation Dice vs epoch of every stage that trained on that data set, one
+  line per ordering prefix (stages shared by several orderings are drawn once).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from musclelab.io import atomic_write_text  # noqa: E402
+from musclelab.outputs.figures import save_figure  # noqa: E402
+
+from .runs import _natural_key  # noqa: E402
+
+KIND = "chains"
+TITLE = "Yoon et al. 2024 reproduction: sequential transfer and forgetting"
+MATRIX = "forgetting_matrix.csv"
+ARROW = "→"
+META_COLUMNS = ("stage", "trained", "final")
+CHAIN_METRICS = {"acc": "ACC (average accuracy)", "bwt": "BWT (backward transfer)",
+                 "avg_forgetting": "average forgetting"}
+
+
+def _chain_dirs(study_dir: Path) -> list[Path]:
+    """Every directory under ``study_dir`` (itself included) holding a forgetting matrix or a ``chain.json``."""
+    found = {Path(d) for d, _, files in os.walk(study_dir) if MATRIX in files or "chain.json" in files}
+    return sorted(found, key=lambda p: _natural_key(str(p.relative_to(study_dir))))
+
+
+def detect(study_dir: str | Path) -> bool:
+    """Whether ``study_dir`` holds chain outputs (a ``forgetting_matrix.csv`` in it or below it)."""
+    root = Path(study_dir)
+    return root.is_dir() and any(MATRIX in files for _, _, files in os.walk(root))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _float(v: object) -> float:
+    try:
+        return float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def ordering_label(sequence: list[str]) -> str:
+    """``"a→b→c"``."""
+    return ARROW.join(sequence)
+
+
+@dataclass
+class Chain:
+    """One complete chain read from disk."""
+
+    path: Path  # the chain's output directory
+    rel: str  # relative to the study directory
+    sequence: list[str]
+    datasets: list[str]
+    matrix: pd.DataFrame  # forgetting_matrix.csv as read
+    metrics: dict
+    curves: pd.DataFrame | None
+
+    @property
+    def label(self) -> str:
+        return ordering_label(self.sequence)
+
+
+@dataclass
+class ChainsResult:
+    root: Path
+    chains: list[Chain]
+    problems: pd.DataFrame  # chain, reason
+    summary: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def _load_chain(root: Path, path: Path) -> tuple[Chain | None, str]:
+    """The chain in ``path``, or ``(None, reason)`` when its outputs are missing or incomplete."""
+    info = _read_json(path / "chain.json")
+    if info is None:
+        return None, ("no chain.json" if not (path / "chain.json").exists() else "unreadable chain.json")
+    seq = info.get("sequence")
+    if not isinstance(seq, list) or not seq:
+        return None, "chain.json has no sequence"
+    seq = [str(s) for s in seq]
+    stages = info.get("stages")
+    if not isinstance(stages, list) or len(stages) < len(seq):
+        n = len(stages) if isinstance(stages, list) else 0
+        return None, f"chain.json incomplete: {n} of {len(seq)} stages"
+    if not (path / MATRIX).exists():
+        return None, f"no {MATRIX}"
+    try:
+        matrix = pd.read_csv(path / MATRIX)
+    except (OSError, ValueError) as err:
+        return None, f"unreadable {MATRIX} ({type(err).__name__})"
+    if len(matrix) < len(seq):
+        return None, f"{MATRIX} incomplete: {len(matrix)} of {len(seq)} stages"
+    datasets = [str(d) for d in info.get("datasets") or []] or [c for c in matrix.columns if c not in META_COLUMNS]
+    datasets = [d for d in datasets if d in matrix.columns]
+    metrics = _read_json(path / "chain_metrics.json") or {}
+    curves = None
+    if (path / "learning_curves.csv").exists():
+        try:
+            curves = pd.read_csv(path / "learning_curves.csv")
+        except (OSError, ValueError):
+            curves = None
+    rel = path.relative_to(root).as_posix() or "."
+    return Chain(path=path, rel=rel, sequence=seq, datasets=datasets, matrix=matrix, metrics=metrics,
+                 curves=curves), ""
+
+
+def _expected_orderings(root: Path) -> list[str]:
+    """Orderings named by ``study_summary.csv`` files (column ``sequence``, ``a-b-c``)."""
+    out = []
+    for path in sorted(root.rglob("study_summary.csv")):
+        try:
+            s = pd.read_csv(path)
+        except (OSError, ValueError):
+            continue
+        if "sequence" in s:
+            out += [str(v) for v in s["sequence"].dropna()]
+    return out
+
+
+def analyze(study_dir: str | Path) -> ChainsResult:
+    """Read every chain under ``study_dir``; incomplete ones go to ``problems``."""
+    root = Path(study_dir)
+    chains, problems = [], []
+    for path in _chain_dirs(root):
+        chain, reason = _load_chain(root, path)
+        if chain is None:
+            problems.append({"chain": path.relative_to(root).as_posix() or ".", "reason": reason})
+        else:
+            chains.append(chain)
+    seen = {"-".join(c.sequence) for c in chains} | {Path(p["chain"]).name for p in problems}
+    for seq in dict.fromkeys(_expected_orderings(root)):
+        if seq not in seen:
+            problems.append({"chain": seq, "reason": "listed in study_summary.csv, no chain directory"})
+    return ChainsResult(root=root, chains=chains, problems=pd.DataFrame(problems, columns=["chain", "reason"]),
+                        summary=summarize(chains))
+
+
+def summarize(chains: list[Chain]) -> pd.DataFrame:
+    """``chains_summary.csv``: one row per chain — chain_dir, ordering, length, acc, bwt, avg_forgetting and
+    ``final_<dataset>`` (the last stage's test Dice on every evaluated data set)."""
+    datasets: list[str] = []
+    for c in chains:
+        datasets += [d for d in c.datasets if d not in datasets]
+    rows = []
+    for c in chains:
+        last = c.matrix.iloc[len(c.sequence) - 1]
+        row: dict[str, object] = {"chain_dir": c.rel, "ordering": c.label, "length": len(c.sequence)}
+        row.update({k: _float(c.metrics.get(k)) for k in CHAIN_METRICS})
+        row.update({f"final_{d}": _float(last[d]) if d in c.matrix else math.nan for d in datasets})
+        rows.append(row)
+    cols = ["chain_dir", "ordering", "length", *CHAIN_METRICS, *[f"final_{d}" for d in datasets]]
+    return pd.DataFrame(rows, columns=cols)
+
+
+# ---------------------------------------------------------------------------------------------------- output
+def _fmt(x: float, digits: int = 3) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def forgetting_table(chain: Chain) -> pd.DataFrame:
+    """The paper's layout as text: rows "after a→b" (training order), columns the evaluated data sets, mean test
+    Dice (3 decimals), the data set trained last at that stage in bold."""
+    rows = []
+    for i in range(len(chain.sequence)):
+        r = chain.matrix.iloc[i]
+        trained = chain.sequence[i]
+        cells = {"training order": f"after {ordering_label(chain.sequence[: i + 1])}"}
+        for d in chain.datasets:
+            text = _fmt(_float(r[d]))
+            cells[d] = f"**{text}**" if d == trained and text != "–" else text
+        rows.append(cells)
+    return pd.DataFrame(rows, columns=["training order", *chain.datasets])
+
+
+def md_table(df: pd.DataFrame) -> str:
+    def cell(v: object) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    return "\n".join([head, sep, *("| " + " | ".join(cell(v) for v in row) + " |"
+                                   for row in df.itertuples(index=False))])
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", name)
+
+
+def learning_lines(chains: list[Chain]) -> dict[str, dict[str, pd.DataFrame]]:
+    """Target data set → ordering prefix ("a→b") → that stage's curve (epoch, val_dice); each prefix once."""
+    out: dict[str, dict[str, pd.DataFrame]] = {}
+    for c in chains:
+        if c.curves is None or not {"stage", "epoch", "val_dice"} <= set(c.curves.columns):
+            continue
+        for stage, g in c.curves.groupby("stage", sort=True):
+            i = int(stage)
+            if not 0 <= i < len(c.sequence):
+                continue
+            prefix = ordering_label(c.sequence[: i + 1])
+            curve = g[["epoch", "val_dice"]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("epoch")
+            if len(curve):
+                out.setdefault(c.sequence[i], {}).setdefault(prefix, curve)
+    return out
+
+
+def plot_learning(dataset: str, lines: dict[str, pd.DataFrame], path: str | Path) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for prefix in sorted(lines, key=lambda p: (p.count(ARROW), p)):
+        curve = lines[prefix]
+        ax.plot(curve["epoch"], curve["val_dice"], marker="o", ms=3, label=prefix)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation Dice")
+    ax.set_title(f"Training on {dataset}, by ordering prefix")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> str:
+    lines = [f"# {TITLE}", "", f"Study directory: `{res.root}`", "",
+             f"{len(res.chains)} complete chain(s); {len(res.problems)} missing or incomplete.", ""]
+    if len(res.problems):
+        lines += ["## Missing or incomplete chains (not in any table)", "", md_table(res.problems), ""]
+    if len(res.summary):
+        s = res.summary.copy()
+        for col in s.columns[3:]:
+            s[col] = s[col].map(_fmt)
+        lines += ["## Summary", "", "ACC, BWT and average forgetting (`chain_metrics.json`) and the final model's "
+                  "mean test Dice per data set.", "", md_table(s.drop(columns=["chain_dir"])), ""]
+    lines += ["## Forgetting tables", "",
+              "Mean test Dice after each stage (rows: training order) on every data set (columns); the data "
+              "set trained at that stage in **bold**.", ""]
+    for c in res.chains:
+        lines += [f"### {c.label}", "", f"Chain directory: `{c.rel}`", "", md_table(forgetting_table(c)), ""]
+        lines.append(" · ".join(f"{name}: {_fmt(_float(c.metrics.get(k)))}" for k, name in CHAIN_METRICS.items()))
+        lines.append("")
+        heat = c.path / "forgetting_heatmap.png"
+        if heat.exists():
+            lines += [f"![forgetting heatmap {c.label}]({Path(os.path.relpath(heat, out)).as_posix()})", ""]
+        else:
+            lines += ["_No forgetting_heatmap.png in this chain directory._", ""]
+    lines += ["## Learning curves", ""]
+    if figures:
+        lines += ["Validation Dice per epoch of every stage that trained on the data set, one line per ordering "
+                  "prefix (stages shared by several orderings drawn once).", ""]
+        lines += [f"![learning curves on {d}]({f})" for d, f in figures.items()]
+        lines.append("")
+    else:
+        lines += ["_No learning_curves.csv with stage, epoch and val_dice in any complete chain._", ""]
+    if res.notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
+    lines += ["## Files", "", "`chains_summary.csv`, " + ", ".join(f"`{f}`" for f in figures.values()), ""]
+    return "\n".join(lines)
+
+
+def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Write the chains report of ``study_dir`` into ``out_dir`` (default ``<study_dir>/report``)."""
+    res = analyze(study_dir)
+    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "chains_summary.csv", res.summary.to_csv(index=False))
+    figures = {}
+    for dataset, lines in sorted(learning_lines(res.chains).items()):
+        name = f"fig_learning_{_safe(dataset)}.png"
+        plot_learning(dataset, lines, out / name)
+        figures[dataset] = name
+    return atomic_write_text(out / "report.md", render_markdown(res, out, figures))

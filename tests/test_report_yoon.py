@@ -1,0 +1,185 @@
+"""Yoon et al. 2024 reports: ``architectures`` (Table 3) and ``chains`` (forgetting tables), on fabricated runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from musclelab.report import REPORTS, detect_kind, write_report
+
+MODELS = ["unet", "vnet", "swin_unetr"]
+FAILED_MODEL = "vnet"
+FIT = {"unet": 120.0, "swin_unetr": 300.0}
+INFER = {"unet": 2.5, "swin_unetr": 7.25}
+
+
+def _arch_cases(model: str) -> pd.DataFrame:
+    rng = np.random.default_rng(MODELS.index(model))
+    n = 5
+    dice = 0.8 + 0.02 * MODELS.index(model) + rng.normal(0, 0.03, n)
+    return pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "dice": dice, "hd95": rng.uniform(2, 9, n),
+                         "accuracy": rng.uniform(0.95, 0.99, n), "precision": rng.uniform(0.7, 0.9, n),
+                         "recall": rng.uniform(0.7, 0.9, n)})
+
+
+def make_arch_study(root: Path) -> Path:
+    """3 models × 1 seed with real-looking configs (init scratch, n_train null); vnet failed."""
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {
+        "sweeper": {"params": {"model": ",".join(MODELS)}}, "overrides": {"task": ["seed=0", "data=phantom"]}}}))
+    for job, model in enumerate(MODELS):
+        run = root / str(job)
+        run.mkdir()
+        cfg = {"model": {"name": model}, "data": {"name": "phantom", "n_train": None}, "seed": 0,
+               "init": {"name": "scratch"}}
+        (run / "config_resolved.yaml").write_text(yaml.safe_dump(cfg))
+        if model == FAILED_MODEL:
+            (run / "run_status.json").write_text(json.dumps({"status": "failed", "error": "RuntimeError: OOM"}))
+            continue
+        cases = _arch_cases(model)
+        cases.to_csv(run / "test_cases.csv", index=False)
+        (run / "test_summary.json").write_text(json.dumps({
+            "n_cases": len(cases), "inference_ms_per_slice": INFER[model],
+            "metrics": {m: {"mean": float(cases[m].mean()), "sd": float(cases[m].std())} for m in cases.columns[1:]}}))
+        (run / "run_status.json").write_text(json.dumps({"status": "complete", "time": "2024-01-01T00:00:00",
+                                                          "metrics": {"fit_time_s": FIT[model]}}))
+    return root
+
+
+def test_architectures_report(tmp_path):
+    root = make_arch_study(tmp_path / "arch")
+    assert detect_kind(root) == "architectures"
+    md = write_report(root)
+    out = root / "report"
+    assert md == out / "report.md"
+    assert (out / "fig_architectures.png").stat().st_size > 0
+    table = pd.read_csv(out / "architectures.csv").set_index("model")
+    assert sorted(table.index) == sorted(m for m in MODELS if m != FAILED_MODEL)
+    for model in ("unet", "swin_unetr"):
+        cases = _arch_cases(model)
+        for m in ("dice", "hd95", "accuracy", "precision", "recall"):
+            assert table.loc[model, f"{m}_mean"] == pytest.approx(cases[m].mean())
+            assert table.loc[model, f"{m}_sd"] == pytest.approx(cases[m].std(ddof=1))
+        assert table.loc[model, "fit_time_s"] == pytest.approx(FIT[model])
+        assert table.loc[model, "inference_ms_per_slice"] == pytest.approx(INFER[model])
+    text = md.read_text()
+    c = _arch_cases("unet")
+    row = next(line for line in text.splitlines() if line.startswith("| unet |"))
+    assert f"{c['dice'].mean():.3f} ± {c['dice'].std():.3f}" in row and "120.0" in row and "2.50" in row
+    header = next(line for line in text.splitlines() if line.startswith("| model | Dice"))
+    assert header.split("|")[2:-1] == [" Dice ", " HD95 (mm) ", " accuracy ", " precision ", " training time (s) ",
+                                       " inference time per slice (ms) "]
+    assert "Failed or unfinished runs" in text and "RuntimeError: OOM" in text
+    assert "Missing runs" in text and "| vnet |" in text.split("Missing runs")[1]
+
+
+def test_architectures_seeds_pool_cases(tmp_path):
+    root = make_arch_study(tmp_path / "arch")
+    extra = root / "9"
+    extra.mkdir()
+    (extra / "config_resolved.yaml").write_text(yaml.safe_dump(
+        {"model": {"name": "unet"}, "data": {"name": "phantom", "n_train": None}, "seed": 1,
+         "init": {"name": "scratch"}}))
+    other = _arch_cases("swin_unetr")
+    other.to_csv(extra / "test_cases.csv", index=False)
+    (extra / "test_summary.json").write_text(json.dumps({"inference_ms_per_slice": 4.5, "metrics": {}}))
+    (extra / "run_status.json").write_text(json.dumps({"status": "complete", "metrics": {"fit_time_s": 80.0}}))
+    write_report(root, tmp_path / "out", kind="architectures")
+    t = pd.read_csv(tmp_path / "out" / "architectures.csv").set_index("model")
+    pooled = pd.concat([_arch_cases("unet"), other])["dice"]
+    assert t.loc["unet", "n_runs"] == 2 and t.loc["unet", "n_cases"] == 10
+    assert t.loc["unet", "dice_mean"] == pytest.approx(pooled.mean())
+    assert t.loc["unet", "dice_sd"] == pytest.approx(pooled.std(ddof=1))
+    assert t.loc["unet", "fit_time_s"] == pytest.approx(100.0)
+    assert t.loc["unet", "inference_ms_per_slice"] == pytest.approx(3.5)
+
+
+# ---------------------------------------------------------------------------------------------------- chains
+DATASETS = ["a", "b"]
+# R[stage][dataset]: test Dice after each stage
+MATRICES = {("a", "b"): [[0.81, 0.42], [0.70, 0.88]], ("b", "a"): [[0.35, 0.86], [0.83, 0.79]]}
+
+
+def make_chain(out: Path, seq: tuple[str, ...], complete: bool = True) -> Path:
+    out.mkdir(parents=True)
+    R = MATRICES[seq]
+    m = pd.DataFrame(R, columns=DATASETS)
+    m.insert(0, "stage", range(len(seq)))
+    m.insert(1, "trained", list(seq))
+    m.insert(2, "final", [i == len(seq) - 1 for i in range(len(seq))])
+    m.to_csv(out / "forgetting_matrix.csv", index=False)
+    (out / "forgetting_heatmap.png").write_bytes(b"\x89PNG fake")
+    Rt = np.array([[R[i][DATASETS.index(d)] for d in seq] for i in range(len(seq))])
+    metrics = {"acc": float(Rt[-1].mean()), "bwt": float(Rt[-1, 0] - Rt[0, 0]),
+               "avg_forgetting": float(Rt[0, 0] - Rt[-1, 0])}
+    (out / "chain_metrics.json").write_text(json.dumps(metrics))
+    curves = pd.DataFrame([{"stage": i, "dataset": d, "epoch": e, "val_dice": 0.3 + 0.1 * e + 0.01 * i}
+                           for i, d in enumerate(seq) for e in range(3)])
+    curves.to_csv(out / "learning_curves.csv", index=False)
+    stages = [{"index": i, "dataset": d, "key": f"k{i}", "run_dir": f"/stages/{d}"} for i, d in enumerate(seq)]
+    (out / "chain.json").write_text(json.dumps({"sequence": list(seq), "datasets": DATASETS,
+                                                "stages": stages if complete else stages[:1]}))
+    return out
+
+
+def test_chains_report(tmp_path):
+    root = tmp_path / "study"
+    make_chain(root / "a-b", ("a", "b"))
+    make_chain(root / "b-a", ("b", "a"))
+    broken = make_chain(root / "broken", ("a", "b"), complete=False)
+    pd.DataFrame({"sequence": ["a-b", "b-a", "a"], "acc": [0, 0, 0]}).to_csv(root / "study_summary.csv",
+                                                                              index=False)
+    assert broken.exists()
+    assert detect_kind(root) == "chains"
+    assert "chains" in REPORTS and list(REPORTS)[0] == "mcsweeney"
+    md = write_report(root)
+    out = root / "report"
+    text = md.read_text()
+    lines = text.splitlines()
+    # a→b table: rows in training order, columns = data sets, the stage's trained data set in bold
+    i = lines.index("### a→b")
+    tbl = [line for line in lines[i:i + 10] if line.startswith("|")]
+    assert tbl[0] == "| training order | a | b |"
+    assert tbl[2] == "| after a | **0.810** | 0.420 |"
+    assert tbl[3] == "| after a→b | 0.700 | **0.880** |"
+    j = lines.index("### b→a")
+    tbl = [line for line in lines[j:j + 10] if line.startswith("|")]
+    assert tbl[2] == "| after b | 0.350 | **0.860** |" and tbl[3] == "| after b→a | **0.830** | 0.790 |"
+    assert "![forgetting heatmap a→b](../a-b/forgetting_heatmap.png)" in text
+    assert "ACC (average accuracy): 0.790" in text  # mean(0.70, 0.88)
+    # incomplete and absent chains listed
+    assert "| broken | chain.json incomplete: 1 of 2 stages |" in text
+    assert "| a | listed in study_summary.csv, no chain directory |" in text
+    s = pd.read_csv(out / "chains_summary.csv").set_index("ordering")
+    assert list(s.index) == ["a→b", "b→a"]
+    assert s.loc["a→b", "acc"] == pytest.approx(0.79) and s.loc["b→a", "bwt"] == pytest.approx(0.79 - 0.86)
+    assert s.loc["a→b", "avg_forgetting"] == pytest.approx(0.11)
+    assert s.loc["a→b", "final_a"] == pytest.approx(0.70) and s.loc["b→a", "final_b"] == pytest.approx(0.79)
+    for d in DATASETS:
+        assert (out / f"fig_learning_{d}.png").stat().st_size > 0
+        assert f"](fig_learning_{d}.png)" in text
+    from musclelab.report.chains import analyze, learning_lines
+    lines_by_ds = learning_lines(analyze(root).chains)
+    assert sorted(lines_by_ds["a"]) == ["a", "b→a"] and sorted(lines_by_ds["b"]) == ["a→b", "b"]
+
+
+def test_single_chain_dir(tmp_path):
+    chain = make_chain(tmp_path / "job", ("b", "a"))
+    md = write_report(chain, tmp_path / "rep")
+    assert "### b→a" in md.read_text()
+    assert "![forgetting heatmap b→a](../job/forgetting_heatmap.png)" in md.read_text()
+
+
+def test_mcsweeney_still_detected(tmp_path):
+    root = tmp_path / "mc"
+    for job, (init, n, model) in enumerate([("scratch", 5, "unet"), ("imagenet", 25, "vnet")]):
+        run = root / str(job)
+        run.mkdir(parents=True)
+        (run / "config_resolved.yaml").write_text(yaml.safe_dump(
+            {"init": {"name": init}, "data": {"name": "phantom", "n_train": n}, "model": {"name": model}}))
+        (run / "run_status.json").write_text('{"status": "complete"}')
+    assert detect_kind(root) == "mcsweeney"
