@@ -22,3 +22,14 @@ def test_mcsweeney2022_smoke_study_and_report(tmp_path: Path) -> None:
     summary = pd.read_csv(sweep / "report" / "summary.csv")
     assert len(summary) == 6
     assert (sweep / "report" / "report.md").exists() and (sweep / "report" / "fig_dsc.png").exists()
+
+
+@pytest.mark.slow
+def test_yoon2024_muscle_smoke_architecture_table(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_cli(["train", "-m", "experiment=yoon2024_muscle_smoke", "callbacks.progress_bar=false", "logger=none",
+             f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    run_cli(["report", str(sweep)], cwd=tmp_path)
+    table = pd.read_csv(sweep / "report" / "architectures.csv")
+    assert sorted(table["model"]) == ["paratranscnn", "swin_unetr", "unet", "unetr", "vnet"]
+    assert (table["inference_ms_per_slice"] > 0).all() and (table["fit_time_s"] > 0).all()
