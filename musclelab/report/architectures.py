@@ -32,6 +32,7 @@ import yaml  # noqa: E402
 
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
+from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study  # noqa: E402
 
@@ -236,17 +237,6 @@ def plot_dice(table: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title("Test Dice per architecture")
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
-
-
-def md_table(df: pd.DataFrame) -> str:
-    def cell(v: object) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "–"
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    return "\n".join([head, sep, *("| " + " | ".join(cell(v) for v in row) + " |"
-                                   for row in df.itertuples(index=False))])
 
 
 def render_markdown(res: ArchitecturesResult, figure: str) -> str:

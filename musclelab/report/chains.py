@@ -34,6 +34,7 @@ import pandas as pd  # noqa: E402
 
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
+from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import _natural_key  # noqa: E402
 
@@ -205,17 +206,6 @@ def forgetting_table(chain: Chain) -> pd.DataFrame:
             cells[d] = f"**{text}**" if d == trained and text != "–" else text
         rows.append(cells)
     return pd.DataFrame(rows, columns=["training order", *chain.datasets])
-
-
-def md_table(df: pd.DataFrame) -> str:
-    def cell(v: object) -> str:
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "–"
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    return "\n".join([head, sep, *("| " + " | ".join(cell(v) for v in row) + " |"
-                                   for row in df.itertuples(index=False))])
 
 
 def _safe(name: str) -> str:

@@ -34,6 +34,7 @@ import pandas as pd  # noqa: E402
 
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
+from musclelab.report.markdown import md_table as _md_table  # noqa: E402
 from musclelab.metrics.statistics import dunnett_vs_control, mean_ci  # noqa: E402
 
 from .runs import MISSING, Study, config_value, find_run_dirs, load_config, load_study  # noqa: E402
@@ -409,19 +410,9 @@ def plot_sma_smd(summary: pd.DataFrame, band: pd.DataFrame, path: str | Path) ->
 
 
 # ---------------------------------------------------------------------------------------------------- markdown
-def _cell(value: object) -> str:
-    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def md_table(df: pd.DataFrame, index: bool = False) -> str:
-    """A GitHub Markdown table of ``df`` (cells as text; ``|`` escaped)."""
-    if index:
-        df = df.reset_index()
-    head = "| " + " | ".join(_cell(c) for c in df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
+    """A GitHub Markdown table of ``df`` (cells as text; ``|`` escaped; missing values left blank)."""
+    return _md_table(df, index=index, missing="")
 
 
 def _fmt(x: float, digits: int) -> str:
