@@ -66,33 +66,40 @@ def _jsonable(x: Any) -> Any:
 
 
 @contextmanager
+def _lock_fd(path: str | Path) -> Iterator[int]:
+    """An open descriptor of the lock file ``path`` (created with its folder if missing), closed on exit."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def file_lock(path: str | Path, what: str) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing); released on exit or process death.
 
     ``what`` names the shared work in the log line printed while waiting for another process.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with try_file_lock(path) as taken:
+        if taken:
+            yield
+            return
+    log.info("%s: another process is building it; waiting for %s", what, path)
+    with _lock_fd(path) as fd:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("%s: another process is building it; waiting for %s", what, path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 @contextmanager
 def try_file_lock(path: str | Path) -> Iterator[bool]:
     """Like :func:`file_lock` but never waits: yields whether the lock was taken."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with _lock_fd(path) as fd:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -102,5 +109,3 @@ def try_file_lock(path: str | Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
