@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 
+from musclelab.baselines import BASELINES, evaluate_baseline
 from musclelab.callbacks import EpochMetricsCSV
 from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.sources import SOURCES, SliceSet
@@ -52,6 +53,8 @@ def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> di
 def validate_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on unknown names and impossible image sizes."""
     SOURCES.get(cfg.data.name)
+    if cfg.model.name in BASELINES:  # nothing to train: only the data and the test matter
+        return
     MODELS.get(cfg.model.name)
     LOSSES.get(cfg.loss.name)
     OPTIMIZERS.get(cfg.optim.name)
@@ -157,6 +160,8 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> SegmentationDataModule:
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True)
     dm = _prepare(cfg, run_dir)
+    if cfg.model.name in BASELINES:
+        return _baseline(cfg, run_dir, dm)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     monitor = cfg.callbacks.checkpoint.monitor
     task = SegmentationTask(
@@ -226,15 +231,40 @@ def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule
     )
     model = SegmentationTask.load_from_checkpoint(str(best), map_location="cpu")
     tester.test(model, datamodule=dm, verbose=False)
-    rows = pd.DataFrame(model.test_rows)
+    return _write_test_outputs(run_dir, dm, model.test_rows, model.test_examples, model.class_names,
+                               model.test_forward_s, str(best), logger)
+
+
+def _baseline(cfg: DictConfig, run_dir: Path, dm: SegmentationDataModule) -> dict[str, float]:
+    """A non-learning baseline (:mod:`musclelab.baselines`): no training, the test split scored like a model."""
+    dm.setup("test")
+    try:
+        rows, examples, seconds = evaluate_baseline(
+            cfg.model.name, _params(cfg.model.get("params"), ()), dm.datasets["test"], list(dm.class_names),
+            body_composition=bool(cfg.eval.body_composition), n_examples=cfg.callbacks.overlay_cases)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    result: dict[str, float] = {"fit_time_s": 0.0}
+    if rows:
+        result.update(_write_test_outputs(run_dir, dm, rows, examples, list(dm.class_names), seconds, None, None))
+    print_summary(run_dir, result)
+    return result
+
+
+def _write_test_outputs(run_dir: Path, dm: SegmentationDataModule, case_rows: list[dict], examples: list[dict],
+                        class_names: list[str], forward_s: float, checkpoint: str | None,
+                        logger: Any) -> dict[str, float]:
+    """``test_cases.csv``, ``test_summary.json`` (with inference ms per slice), ``observers.csv`` and
+    ``test_overlay.png``; returns the mean test metrics for ``run_status.json``."""
+    rows = pd.DataFrame(case_rows)
     atomic_write_text(run_dir / "test_cases.csv", rows.to_csv(index=False))
     summary = summarize(rows.drop(columns=["case_id"]))
-    ms_per_slice = 1000.0 * model.test_forward_s / max(1, len(rows))
-    atomic_write_json(run_dir / "test_summary.json", {"checkpoint": str(best), "n_cases": len(rows),
+    ms_per_slice = 1000.0 * forward_s / max(1, len(rows))
+    atomic_write_json(run_dir / "test_summary.json", {"checkpoint": checkpoint, "n_cases": len(rows),
                                                       "inference_ms_per_slice": ms_per_slice, "metrics": summary})
     write_observer_agreement(dm.datasets["test"].slices, run_dir)
     scores = dict(zip(rows["case_id"], rows["dice"])) if "dice" in rows else None
-    overlay = plot_overlays(model.test_examples, model.class_names, run_dir / "test_overlay.png", scores)
+    overlay = plot_overlays(examples, class_names, run_dir / "test_overlay.png", scores)
     if logger is not None and hasattr(logger, "log_image"):
         logger.log_image("test/overlay", [str(overlay)])
         logger.log_image("learning_curve", [str(run_dir / "learning_curve.png")])

@@ -104,7 +104,7 @@ DATASETS = ["a", "b"]
 MATRICES = {("a", "b"): [[0.81, 0.42], [0.70, 0.88]], ("b", "a"): [[0.35, 0.86], [0.83, 0.79]]}
 
 
-def make_chain(out: Path, seq: tuple[str, ...], complete: bool = True) -> Path:
+def make_chain(out: Path, seq: tuple[str, ...], complete: bool = True, model: str | None = None) -> Path:
     out.mkdir(parents=True)
     R = MATRICES[seq]
     m = pd.DataFrame(R, columns=DATASETS)
@@ -121,8 +121,10 @@ def make_chain(out: Path, seq: tuple[str, ...], complete: bool = True) -> Path:
                            for i, d in enumerate(seq) for e in range(3)])
     curves.to_csv(out / "learning_curves.csv", index=False)
     stages = [{"index": i, "dataset": d, "key": f"k{i}", "run_dir": f"/stages/{d}"} for i, d in enumerate(seq)]
-    (out / "chain.json").write_text(json.dumps({"sequence": list(seq), "datasets": DATASETS,
-                                                "stages": stages if complete else stages[:1]}))
+    info = {"sequence": list(seq), "datasets": DATASETS, "stages": stages if complete else stages[:1]}
+    if model is not None:
+        info["model"] = model
+    (out / "chain.json").write_text(json.dumps(info))
     return out
 
 
@@ -165,6 +167,33 @@ def test_chains_report(tmp_path):
     from musclelab.report.chains import analyze, learning_lines
     lines_by_ds = learning_lines(analyze(root).chains)
     assert sorted(lines_by_ds["a"]) == ["a", "b→a"] and sorted(lines_by_ds["b"]) == ["a→b", "b"]
+
+
+def test_chains_report_groups_models(tmp_path):
+    """A multirun over model.name (the yoon2024_liver layout): one study dir per job, chains titled by model,
+    a per-model table with ACC/BWT and learning speed, and a missing ordering located in its own job."""
+    from musclelab.report.chains import analyze, epochs_to_fraction, model_table
+
+    root = tmp_path / "multirun"
+    for job, model in enumerate(["unet", "vnet"]):
+        for seq in [("a", "b"), ("b", "a")]:
+            if not (model == "vnet" and seq == ("b", "a")):
+                make_chain(root / str(job) / "-".join(seq), seq, model=model)
+        pd.DataFrame({"sequence": ["a-b", "b-a"]}).to_csv(root / str(job) / "study_summary.csv", index=False)
+    text = write_report(root).read_text()
+    assert "### unet: a→b" in text and "### vnet: a→b" in text and "### vnet: b→a" not in text
+    assert "| 1/b-a | listed in study_summary.csv, no chain directory |" in text
+    table = model_table(analyze(root).chains).set_index("model")
+    assert table.loc["unet", "orderings"] == 2 and table.loc["vnet", "orderings"] == 1
+    assert table.loc["unet", "acc"] == "0.800 ± 0.014"  # a→b 0.79, b→a mean(0.83, 0.79) = 0.81
+    assert table.loc["vnet", "acc"] == "0.790"
+    # curves 0.3, 0.4, 0.5 (+0.01 per stage): 95% of the best is first reached at the 3rd epoch
+    assert table.loc["unet", "epochs_first_stage"] == "3.0 ± 0.0"  # stages "a" and "b"
+    assert table.loc["vnet", "epochs_after_transfer"] == "3.0"  # only a→b
+    models = pd.read_csv(root / "report" / "chains_models.csv")
+    assert list(models["model"]) == ["unet", "vnet"]
+    assert epochs_to_fraction(pd.DataFrame({"val_dice": [0.1, 0.9, 0.95, 1.0]})) == 3.0
+    assert np.isnan(epochs_to_fraction(pd.DataFrame({"val_dice": [np.nan, np.nan]})))
 
 
 def test_single_chain_dir(tmp_path):

@@ -31,5 +31,7 @@ def test_yoon2024_muscle_smoke_architecture_table(tmp_path: Path) -> None:
              f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     run_cli(["report", str(sweep)], cwd=tmp_path)
     table = pd.read_csv(sweep / "report" / "architectures.csv")
-    assert sorted(table["model"]) == ["paratranscnn", "swin_unetr", "unet", "unetr", "vnet"]
-    assert (table["inference_ms_per_slice"] > 0).all() and (table["fit_time_s"] > 0).all()
+    assert sorted(table["model"]) == ["paratranscnn", "swin_unetr", "threshold", "unet", "unetr", "vnet"]
+    nets = table[table["model"] != "threshold"]
+    assert (table["inference_ms_per_slice"] > 0).all() and (nets["fit_time_s"] > 0).all()
+    assert table.set_index("model").loc["threshold", "fit_time_s"] == 0

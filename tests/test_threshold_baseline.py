@@ -146,3 +146,45 @@ def test_bad_inputs() -> None:
 
 def test_not_a_trainable_model() -> None:
     assert "threshold" not in MODELS
+
+
+def test_threshold_runs_as_a_model(tmp_path) -> None:
+    """``model=threshold`` through train(): nothing fitted, the test split scored like a network, with the
+    outputs the architecture report reads (and the same metric columns as a network's test_cases.csv)."""
+    import json
+
+    from conftest import compose_cfg
+
+    from musclelab.report.architectures import analyze
+    from musclelab.train import train
+
+    run = tmp_path / "study" / "0"
+    result = train(compose_cfg(run, ["model=threshold", "eval.body_composition=true"]))
+    assert result["fit_time_s"] == 0.0 and 0.3 < result["test/dice"] < 0.9
+    assert result["test/precision"] < result["test/recall"]  # fooled by organs
+    status = json.loads((run / "run_status.json").read_text())
+    assert status["status"] == "complete" and not (run / "checkpoints").exists()
+    cases = pd.read_csv(run / "test_cases.csv")
+    assert {"case_id", "dice", "hd95", "precision", "accuracy", "sma_diff", "smd_diff"} <= set(cases.columns)
+    summary = json.loads((run / "test_summary.json").read_text())
+    assert summary["checkpoint"] is None and summary["inference_ms_per_slice"] > 0
+    # one row of the architecture table next to a (fabricated) network run
+    net = tmp_path / "study" / "1"
+    net.mkdir()
+    for name in ("test_cases.csv", "test_summary.json", "split_manifest.csv"):
+        (net / name).write_bytes((run / name).read_bytes())
+    cfg = (run / "config_resolved.yaml").read_text().replace("name: threshold", "name: unet")
+    (net / "config_resolved.yaml").write_text(cfg)
+    (net / "run_status.json").write_text(json.dumps({"status": "complete", "metrics": {"fit_time_s": 12.5}}))
+    table = analyze(tmp_path / "study").table.set_index("model")
+    assert set(table.index) == {"threshold", "unet"}
+
+
+def test_threshold_rejects_multiclass_targets(tmp_path) -> None:
+    from conftest import compose_cfg
+
+    from musclelab.errors import ConfigError
+    from musclelab.train import train
+
+    with pytest.raises(ConfigError, match="binary baseline.*data.source.target=muscle"):
+        train(compose_cfg(tmp_path / "r", ["model=threshold", "data.source.target=muscles"]))

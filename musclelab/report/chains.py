@@ -43,6 +43,8 @@ TITLE = "Yoon et al. 2024 reproduction: sequential transfer and forgetting"
 MATRIX = "forgetting_matrix.csv"
 ARROW = "→"
 META_COLUMNS = ("stage", "trained", "final")
+#: learning speed = epochs until the validation Dice first reaches this fraction of the stage's best
+SPEED_FRACTION = 0.95
 CHAIN_METRICS = {"acc": "ACC (average accuracy)", "bwt": "BWT (backward transfer)",
                  "avg_forgetting": "average forgetting"}
 
@@ -90,10 +92,15 @@ class Chain:
     matrix: pd.DataFrame  # forgetting_matrix.csv as read
     metrics: dict
     curves: pd.DataFrame | None
+    model: str = ""  # chain.json "model" (empty for chains written before it was recorded)
 
     @property
     def label(self) -> str:
         return ordering_label(self.sequence)
+
+    def title(self, with_model: bool) -> str:
+        """The ordering, prefixed by the model when the study compares several."""
+        return f"{self.model or '?'}: {self.label}" if with_model else self.label
 
 
 @dataclass
@@ -103,6 +110,15 @@ class ChainsResult:
     problems: pd.DataFrame  # chain, reason
     summary: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        """Distinct models of the complete chains, in order of appearance."""
+        return list(dict.fromkeys(c.model for c in self.chains))
+
+    @property
+    def several_models(self) -> bool:
+        return len(self.models) > 1
 
 
 def _load_chain(root: Path, path: Path) -> tuple[Chain | None, str]:
@@ -137,11 +153,12 @@ def _load_chain(root: Path, path: Path) -> tuple[Chain | None, str]:
             curves = None
     rel = path.relative_to(root).as_posix() or "."
     return Chain(path=path, rel=rel, sequence=seq, datasets=datasets, matrix=matrix, metrics=metrics,
-                 curves=curves), ""
+                 curves=curves, model=str(info.get("model") or "")), ""
 
 
-def _expected_orderings(root: Path) -> list[str]:
-    """Orderings named by ``study_summary.csv`` files (column ``sequence``, ``a-b-c``)."""
+def _expected_chain_dirs(root: Path) -> list[Path]:
+    """Chain directories named by ``study_summary.csv`` files (column ``sequence``, ``a-b-c``): each ordering of
+    a study is written to ``<the summary's directory>/<a-b-c>/``."""
     out = []
     for path in sorted(root.rglob("study_summary.csv")):
         try:
@@ -149,7 +166,7 @@ def _expected_orderings(root: Path) -> list[str]:
         except (OSError, ValueError):
             continue
         if "sequence" in s:
-            out += [str(v) for v in s["sequence"].dropna()]
+            out += [path.parent / str(v) for v in s["sequence"].dropna()]
     return out
 
 
@@ -157,16 +174,18 @@ def analyze(study_dir: str | Path) -> ChainsResult:
     """Read every chain under ``study_dir``; incomplete ones go to ``problems``."""
     root = Path(study_dir)
     chains, problems = [], []
-    for path in _chain_dirs(root):
+    dirs = _chain_dirs(root)
+    for path in dirs:
         chain, reason = _load_chain(root, path)
         if chain is None:
             problems.append({"chain": path.relative_to(root).as_posix() or ".", "reason": reason})
         else:
             chains.append(chain)
-    seen = {"-".join(c.sequence) for c in chains} | {Path(p["chain"]).name for p in problems}
-    for seq in dict.fromkeys(_expected_orderings(root)):
-        if seq not in seen:
-            problems.append({"chain": seq, "reason": "listed in study_summary.csv, no chain directory"})
+    seen = {p.resolve() for p in dirs}
+    for path in dict.fromkeys(_expected_chain_dirs(root)):
+        if path.resolve() not in seen:
+            problems.append({"chain": path.relative_to(root).as_posix(),
+                             "reason": "listed in study_summary.csv, no chain directory"})
     return ChainsResult(root=root, chains=chains, problems=pd.DataFrame(problems, columns=["chain", "reason"]),
                         summary=summarize(chains))
 
@@ -180,12 +199,63 @@ def summarize(chains: list[Chain]) -> pd.DataFrame:
     rows = []
     for c in chains:
         last = c.matrix.iloc[len(c.sequence) - 1]
-        row: dict[str, object] = {"chain_dir": c.rel, "ordering": c.label, "length": len(c.sequence)}
+        row: dict[str, object] = {"chain_dir": c.rel, "model": c.model, "ordering": c.label,
+                                  "length": len(c.sequence)}
         row.update({k: _float(c.metrics.get(k)) for k in CHAIN_METRICS})
         row.update({f"final_{d}": _float(last[d]) if d in c.matrix else math.nan for d in datasets})
         rows.append(row)
-    cols = ["chain_dir", "ordering", "length", *CHAIN_METRICS, *[f"final_{d}" for d in datasets]]
+    cols = ["chain_dir", "model", "ordering", "length", *CHAIN_METRICS, *[f"final_{d}" for d in datasets]]
     return pd.DataFrame(rows, columns=cols)
+
+
+def epochs_to_fraction(curve: pd.DataFrame, fraction: float = SPEED_FRACTION) -> float:
+    """Learning speed of one stage: the first epoch (counted from 1) whose validation Dice reaches ``fraction``
+    of the stage's best validation Dice; NaN without a usable curve."""
+    dice = pd.to_numeric(curve.get("val_dice"), errors="coerce").to_numpy(dtype=float)
+    ok = np.isfinite(dice)
+    if not ok.any() or np.nanmax(dice) <= 0:
+        return math.nan
+    best = np.nanmax(dice)
+    return float(np.flatnonzero(ok & (dice >= fraction * best))[0] + 1)
+
+
+def model_table(chains: list[Chain]) -> pd.DataFrame:
+    """One row per model: mean ± sd over its complete orderings of ACC, BWT and average forgetting (chains of
+    two or more stages), and learning speed — mean epochs to reach :data:`SPEED_FRACTION` of the best validation
+    Dice for stages trained from the initial weights (first stage) and for stages that start from an earlier
+    stage (after transfer); each shared stage counted once."""
+    rows = []
+    for model in dict.fromkeys(c.model for c in chains):
+        mine = [c for c in chains if c.model == model]
+        multi = [c for c in mine if len(c.sequence) > 1]
+        row: dict[str, object] = {"model": model or "?", "orderings": len(mine)}
+        for key in CHAIN_METRICS:
+            vals = np.array([_float(c.metrics.get(key)) for c in multi], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            row[key] = _mean_sd(vals)
+        speed: dict[str, float] = {}
+        for c in mine:
+            if c.curves is None or not {"stage", "epoch", "val_dice"} <= set(c.curves.columns):
+                continue
+            for stage, g in c.curves.groupby("stage", sort=True):
+                if 0 <= int(stage) < len(c.sequence):
+                    speed.setdefault(ordering_label(c.sequence[: int(stage) + 1]),
+                                     epochs_to_fraction(g.sort_values("epoch")))
+        first = np.array([v for k, v in speed.items() if ARROW not in k and np.isfinite(v)])
+        later = np.array([v for k, v in speed.items() if ARROW in k and np.isfinite(v)])
+        row["epochs_first_stage"] = _mean_sd(first, 1)
+        row["epochs_after_transfer"] = _mean_sd(later, 1)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "orderings", *CHAIN_METRICS, "epochs_first_stage",
+                                       "epochs_after_transfer"])
+
+
+def _mean_sd(values: np.ndarray, digits: int = 3) -> str:
+    if len(values) == 0:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
 # ---------------------------------------------------------------------------------------------------- output
@@ -213,7 +283,9 @@ def _safe(name: str) -> str:
 
 
 def learning_lines(chains: list[Chain]) -> dict[str, dict[str, pd.DataFrame]]:
-    """Target data set → ordering prefix ("a→b") → that stage's curve (epoch, val_dice); each prefix once."""
+    """Target data set → ordering prefix ("a→b", or "model: a→b" when the chains have several models) → that
+    stage's curve (epoch, val_dice); each prefix once."""
+    several = len({c.model for c in chains}) > 1
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for c in chains:
         if c.curves is None or not {"stage", "epoch", "val_dice"} <= set(c.curves.columns):
@@ -223,6 +295,7 @@ def learning_lines(chains: list[Chain]) -> dict[str, dict[str, pd.DataFrame]]:
             if not 0 <= i < len(c.sequence):
                 continue
             prefix = ordering_label(c.sequence[: i + 1])
+            prefix = f"{c.model or '?'}: {prefix}" if several else prefix
             curve = g[["epoch", "val_dice"]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("epoch")
             if len(curve):
                 out.setdefault(c.sequence[i], {}).setdefault(prefix, curve)
@@ -233,12 +306,12 @@ def plot_learning(dataset: str, lines: dict[str, pd.DataFrame], path: str | Path
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for prefix in sorted(lines, key=lambda p: (p.count(ARROW), p)):
         curve = lines[prefix]
-        ax.plot(curve["epoch"], curve["val_dice"], marker="o", ms=3, label=prefix)
+        ax.plot(curve["epoch"], curve["val_dice"], marker="o", ms=3, label=prefix, lw=1)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation Dice")
     ax.set_title(f"Training on {dataset}, by ordering prefix")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6 if len(lines) > 8 else 8, ncol=2 if len(lines) > 8 else 1)
     return save_figure(fig, path)
 
 
@@ -251,18 +324,25 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
         s = res.summary.copy()
         for col in s.columns[3:]:
             s[col] = s[col].map(_fmt)
+        if not res.several_models:
+            s = s.drop(columns=["model"])
         lines += ["## Summary", "", "ACC, BWT and average forgetting (`chain_metrics.json`) and the final model's "
                   "mean test Dice per data set.", "", md_table(s.drop(columns=["chain_dir"])), ""]
+        lines += ["## Per model", "",
+                  "Mean ± sd over orderings of two or more stages; learning speed = epochs until the validation "
+                  f"Dice first reaches {SPEED_FRACTION:.0%} of the stage's best, for first stages (from the initial "
+                  "weights) and for stages that start from an earlier stage.", "", md_table(model_table(res.chains)),
+                  ""]
     lines += ["## Forgetting tables", "",
               "Mean test Dice after each stage (rows: training order) on every data set (columns); the data "
               "set trained at that stage in **bold**.", ""]
     for c in res.chains:
-        lines += [f"### {c.label}", "", f"Chain directory: `{c.rel}`", "", md_table(forgetting_table(c)), ""]
+        lines += [f"### {c.title(res.several_models)}", "", f"Chain directory: `{c.rel}`", "", md_table(forgetting_table(c)), ""]
         lines.append(" · ".join(f"{name}: {_fmt(_float(c.metrics.get(k)))}" for k, name in CHAIN_METRICS.items()))
         lines.append("")
         heat = c.path / "forgetting_heatmap.png"
         if heat.exists():
-            lines += [f"![forgetting heatmap {c.label}]({Path(os.path.relpath(heat, out)).as_posix()})", ""]
+            lines += [f"![forgetting heatmap {c.title(res.several_models)}]({Path(os.path.relpath(heat, out)).as_posix()})", ""]
         else:
             lines += ["_No forgetting_heatmap.png in this chain directory._", ""]
     lines += ["## Learning curves", ""]
@@ -275,7 +355,7 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
         lines += ["_No learning_curves.csv with stage, epoch and val_dice in any complete chain._", ""]
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
-    lines += ["## Files", "", "`chains_summary.csv`, " + ", ".join(f"`{f}`" for f in figures.values()), ""]
+    lines += ["## Files", "", "`chains_summary.csv`, `chains_models.csv`, " + ", ".join(f"`{f}`" for f in figures.values()), ""]
     return "\n".join(lines)
 
 
@@ -285,6 +365,7 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "chains_summary.csv", res.summary.to_csv(index=False))
+    atomic_write_text(out / "chains_models.csv", model_table(res.chains).to_csv(index=False))
     figures = {}
     for dataset, lines in sorted(learning_lines(res.chains).items()):
         name = f"fig_learning_{_safe(dataset)}.png"

@@ -87,6 +87,7 @@ class ChainResult:
     stages: list[StageResult]
     metrics: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
+    model: str = ""  # model.name of every stage (reports group chains by it)
 
     @property
     def n_trained(self) -> int:
@@ -369,7 +370,8 @@ def run_chain(base_cfg: DictConfig, sequence: Sequence[str], datasets: Mapping[s
         stage = ensure_stage(plan, train_fn)
         stage.evaluation = evaluate_stage(plan, datasets, dm_cache)
         stages.append(stage)
-    result = ChainResult(sequence=[p.dataset for p in plans], datasets=list(datasets), stages=stages)
+    result = ChainResult(sequence=[p.dataset for p in plans], datasets=list(datasets), stages=stages,
+                         model=str(OmegaConf.select(base_cfg, "model.name", default="") or ""))
     result.metrics = chain_metrics(result.accuracy_matrix(), result.sequence, baseline, scratch)
     result.metrics["held_out"] = {d: stages[-1].score(d) for d in result.datasets if d not in result.sequence}
     if out_dir is not None:
@@ -410,7 +412,7 @@ def write_chain_outputs(result: ChainResult, out_dir: Path, stage_root: Path) ->
     atomic_write_text(out_dir / "stage_eval.csv", pd.DataFrame(rows).to_csv(index=False))
     atomic_write_text(out_dir / "learning_curves.csv", learning_curves(result.stages).to_csv(index=False))
     atomic_write_json(out_dir / "chain.json", {
-        "sequence": result.sequence, "datasets": result.datasets, "stage_root": str(Path(stage_root).resolve()),
+        "sequence": result.sequence, "datasets": result.datasets, "model": result.model, "stage_root": str(Path(stage_root).resolve()),
         "n_trained": result.n_trained,
         "stages": [{"index": s.index, "dataset": s.dataset, "key": s.key, "run_dir": str(s.run_dir),
                     "trained": s.trained, "resumed": s.resumed,

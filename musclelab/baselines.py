@@ -1,0 +1,72 @@
+"""Non-learning segmentation baselines, run and scored exactly like a trained model: ``model=threshold``.
+
+Yoon et al. 2024 compare their networks with a semi-automatic threshold tool (Table 3). Selecting the baseline
+as a model (``musclelab train -m experiment=yoon2024_muscle model=unet,...,threshold``) gives it the same test
+split, the same per-case metrics (``test_cases.csv``), inference time per slice and report row as every
+network, with nothing to train (``fit_time_s`` 0). A baseline sees the raw HU slice, not the windowed network
+input, because its rules are written in Hounsfield units.
+
+One registry (:data:`BASELINES`), name -> ``predict(image_hu (H, W), spacing_mm (row, col), **model.params)``
+returning a label map ``(H, W)``. The training registry (:data:`musclelab.models.MODELS`) is separate because
+a baseline has no weights, optimiser or input-size constraint.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from musclelab.registry import Registry
+
+PredictFn = Callable[..., np.ndarray]
+BASELINES: Registry[PredictFn] = Registry("non-learning baseline", "model.name")
+
+
+@BASELINES.register("threshold")
+def threshold_predict(image_hu: np.ndarray, spacing_mm: tuple[float, float], *, hu_min: float = -29.0,
+                      hu_max: float = 150.0, body_threshold_hu: float = -500.0, detach_mm: float = 5.0) -> np.ndarray:
+    """Skeletal muscle = ``hu_min <= HU <= hu_max`` inside the body outline (no organ exclusion): see
+    :mod:`musclelab.models.threshold`. Returns a ``uint8`` map (1 muscle)."""
+    from musclelab.models.threshold import threshold_muscle
+
+    return threshold_muscle(image_hu, hu_min, hu_max, body_threshold_hu, spacing_mm=spacing_mm,
+                            detach_mm=detach_mm).astype(np.uint8)
+
+
+def evaluate_baseline(name: str, params: dict[str, Any], dataset: Any, class_names: list[str],
+                      body_composition: bool = False, n_examples: int = 4) -> tuple[list[dict], list[dict], float]:
+    """Run baseline ``name`` on every item of ``dataset`` (a test split of the datamodule: items with ``hu``,
+    ``image``, ``label``, ``spacing``, ``case_id``) and score it like ``SegmentationTask.test_step``.
+
+    Returns ``(rows, examples, seconds)``: one metrics row per case (``case_id``, spacing, the
+    :func:`~musclelab.metrics.case_metrics` keys and, for binary targets with ``body_composition``, SMA/SMD), up to
+    ``n_examples`` overlay examples, and the summed prediction time (the thresholding only, not the scoring).
+    """
+    from musclelab.metrics import case_metrics
+    from musclelab.metrics.body_composition import body_composition as body_comp
+
+    if len(class_names) != 2:
+        raise ValueError(f"model={name} is a binary baseline, but the data has {len(class_names)} classes "
+                         f"({', '.join(class_names)}): use a binary target, e.g. data.source.target=muscle")
+    predict = BASELINES.get(name)
+    rows, examples, seconds = [], [], 0.0
+    for i in range(len(dataset)):
+        item = dataset[i]
+        hu = item["hu"].numpy()
+        spacing = tuple(float(s) for s in item["spacing"])
+        label = item["label"].numpy()
+        t0 = time.perf_counter()
+        pred = predict(hu, spacing, **params)
+        seconds += time.perf_counter() - t0
+        row: dict[str, Any] = {"case_id": item["case_id"], "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1]}
+        row.update(case_metrics(pred, label, spacing, class_names))
+        if body_composition:
+            bc = body_comp(pred, label, hu, spacing)
+            row.update({("dice_pp" if k == "dice" else k): v for k, v in bc.items()})
+        rows.append(row)
+        if len(examples) < n_examples:
+            examples.append({"case_id": item["case_id"], "image": item["image"].numpy(), "label": label,
+                             "pred": pred})
+    return rows, examples, seconds
