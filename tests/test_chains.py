@@ -82,6 +82,15 @@ def test_bad_sequences(tmp_path: Path) -> None:
             plan_chain(base, seq, sites, tmp_path / "stages")
 
 
+def test_real_liver_study_without_folders_fails_before_training(tmp_path: Path) -> None:
+    """study=liver names the real LiTS/BTCV/CHAOS; a missing folder is reported with the field to set."""
+    overrides = transfer_overrides(["study=liver", f"study.datasets.lits.root={tmp_path}",
+                                    f"paths.output_dir={tmp_path / 'out'}"])
+    cfg = compose_train_config(overrides)
+    with pytest.raises(ConfigError, match=r"'btcv' \(data=btcv\).*study.datasets.btcv.root="):
+        study_datasets(cfg, overrides, compose_train_config)
+
+
 def test_all_orderings_train_each_prefix_once(tmp_path: Path) -> None:
     """All 15 orderings of 3 sites in one process: 15 stage trainings (not 33), every matrix row complete."""
     root = tmp_path / "stages"
