@@ -2,7 +2,8 @@
 
 * ``musclelab train [overrides] [-m]`` — the Hydra training app (any Hydra override or multirun works);
   ``musclelab train resume=<run dir>`` continues an interrupted run in its own directory.
-* ``musclelab phantom --out DIR --n 50 --site b`` — write phantom cases to disk as NIfTI + meta.csv.
+* ``musclelab phantom --out DIR --n 50 --site b`` — write phantom cases to disk as NIfTI + meta.csv
+  (``--kind abdomen --site lits|btcv|chaos``: 3D liver CT volumes in the LiTS layout).
 * ``musclelab transfer study=phantom_sites [study.sequence=all] [-m]`` — sequential transfer chains with a
   prefix cache, forgetting matrix and backward transfer.
 * ``musclelab pretrain init=autoencoder|jigsaw [overrides]`` — run (or reuse) the cached pretext stage alone.
@@ -82,21 +83,36 @@ def run_train(args: list[str]) -> None:
 
 
 def run_phantom(args: list[str]) -> None:
-    """``musclelab phantom``: write phantom cases as NIfTI image/mask pairs plus meta.csv."""
+    """``musclelab phantom``: write phantom cases as NIfTI plus meta.csv: ``--kind l3`` (default) single L3
+    slices with muscle masks, ``--kind abdomen`` 3D abdominal volumes with liver/tumour labels (LiTS layout)."""
+    from musclelab.data.abdomen_phantom import LIVER_SITES, write_abdomen_dataset
     from musclelab.data.phantom import SITES, write_phantom_dataset
 
-    p = argparse.ArgumentParser(prog="musclelab phantom", description="Write synthetic L3 CT cases to disk.")
+    p = argparse.ArgumentParser(prog="musclelab phantom", description="Write synthetic CT cases to disk: L3 "
+                                "slices with muscle masks (--kind l3) or abdominal volumes with liver/tumour labels "
+                                "in the LiTS layout (--kind abdomen).")
     p.add_argument("--out", required=True, type=Path, help="new (or empty) output directory")
-    p.add_argument("--n", type=int, default=50, help="number of cases (one slice each)")
-    p.add_argument("--site", default="a", choices=sorted(SITES), help="acquisition site")
+    p.add_argument("--kind", default="l3", choices=("l3", "abdomen"), help="l3: L3 slices; abdomen: 3D liver CT")
+    p.add_argument("--n", type=int, default=50, help="number of cases (l3: one slice each; abdomen: volumes)")
+    p.add_argument("--site", default=None, help=f"acquisition site (l3: {'|'.join(sorted(SITES))}, default a; "
+                   f"abdomen: {'|'.join(LIVER_SITES)}, default lits)")
     p.add_argument("--size", type=int, default=128, help="pixels per side")
     p.add_argument("--seed", type=int, default=0)
     ns = p.parse_args(args)
+    known = sorted(SITES) if ns.kind == "l3" else list(LIVER_SITES)
+    site = ns.site or ("a" if ns.kind == "l3" else "lits")
+    if site not in known:
+        raise SystemExit(f"musclelab phantom: error: unknown site '{site}' for --kind {ns.kind}; known sites: "
+                         f"{', '.join(known)}")
     try:
-        out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=ns.site, seed=ns.seed)
+        if ns.kind == "l3":
+            out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=site, seed=ns.seed)
+        else:
+            out = write_abdomen_dataset(ns.out, n=ns.n, size=ns.size, site=site, seed=ns.seed)
     except (FileExistsError, ValueError) as err:
         raise SystemExit(f"musclelab phantom: error: {err}") from None
-    print(f"wrote {ns.n} phantom cases (site {ns.site}, {ns.size}x{ns.size}) to {out}")
+    what = "phantom cases" if ns.kind == "l3" else "abdomen phantom volumes (LiTS layout)"
+    print(f"wrote {ns.n} {what} (site {site}, {ns.size}x{ns.size}) to {out}")
 
 
 def compose_train_config(overrides: list[str]):

@@ -33,10 +33,13 @@ TINY = [
 def compose_cfg(run_dir: Path, overrides: list[str] | None = None) -> DictConfig:
     """The real training config with the tiny overrides, writing into ``run_dir``.
 
-    Choosing another model (``model=...``) drops the tiny UNet's parameters.
+    Choosing another model (``model=...``) drops the tiny UNet's parameters; giving
+    ``data.source.n_volumes`` (the abdominal phantom's size) drops the L3 phantom's ``n_cases``.
     """
     overrides = list(overrides or [])
     base = TINY
+    if any(o.startswith("data.source.n_volumes=") for o in overrides):  # the 3D abdominal phantom: no n_cases
+        base = [o for o in base if not o.startswith("data.source.n_cases=")]
     if any(o.startswith("model=") for o in overrides):
         base = [o for o in TINY if not o.startswith(("model=", "model.params."))]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):

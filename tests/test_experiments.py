@@ -15,10 +15,14 @@ EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"
 SMALL_UNET = ["model.params.channels=[8,16,32]", "model.params.strides=[2,2]", "model.params.num_res_units=1"]
 
 
+# experiments on the 3D abdominal phantom: its size is counted in volumes (about 50 slices each)
+DATA_SIZE = {name: ["data.source.n_volumes=4"] for name in EXPERIMENTS if name.startswith("yoon2024_liver")}
+
+
 def run_experiment(run_dir: Path, name: str, extra: list[str] | None = None) -> Path:
     """One epoch of experiment ``name`` on the tiny phantom with a small UNet."""
     train(compose_cfg(run_dir, [f"experiment={name}", "trainer.max_epochs=1", "logger=none", *SMALL_UNET,
-                                *(extra or [])]))
+                                *DATA_SIZE.get(name, []), *(extra or [])]))
     return run_dir
 
 

@@ -145,6 +145,68 @@ def phantom_source(
     return SourceData(pool, external)
 
 
+@SOURCES.register("abdomen_phantom")
+def abdomen_phantom_source(*, img_size: int, site: str = "lits", n_volumes: int = 20, target: str = "liver",
+                           slices: str = "target", margin: int = 2, phantom_seed: int = 0,
+                           test_site: str | None = None, n_test_volumes: int = 6) -> SourceData:
+    """The built-in 3D abdominal phantom with a liver: ``n_volumes`` volumes of ``site`` (lits | btcv | chaos),
+    served as 2D axial slices. ``target``: liver (label >= 1) | tumour (label 2) | liver_tumour (3 classes);
+    ``slices``: ``target`` (slices containing the target +- ``margin`` slices) or ``all``. A volume's slices
+    share its ``patient_id`` (patient-level splits keep them together). With ``test_site`` the test set is
+    ``n_test_volumes`` volumes of that site (drawn after the pool's volumes when it is the pool's own site)."""
+    from musclelab.data.abdomen_phantom import LIVER_SITES, TARGET_ALIASES, TARGETS, generate_abdomen_volume
+    from musclelab.data.preprocess import target_slice_indices
+
+    target = TARGET_ALIASES.get(str(target), str(target))
+    if target not in TARGETS:
+        raise ValueError(f"data.source.target '{target}' unknown for the abdomen phantom; known targets: "
+                         f"{', '.join(TARGETS)}")
+    for field_, value in (("site", site), ("test_site", test_site)):
+        if value is not None and value not in LIVER_SITES:
+            raise ValueError(f"data.source.{field_} '{value}' unknown for the abdomen phantom; known sites: "
+                             f"{', '.join(LIVER_SITES)}")
+    if slices not in ("target", "all"):
+        raise ValueError(f"data.source.slices must be 'target' or 'all', got '{slices}'")
+    if int(margin) < 0:
+        raise ValueError(f"data.source.margin must be >= 0, got {margin}")
+    if int(n_volumes) < 1:
+        raise ValueError(f"data.source.n_volumes must be >= 1, got {n_volumes}")
+    mapping, class_names = TARGETS[target]
+    lut = np.zeros(256, np.uint8)
+    for raw, cls in mapping.items():
+        lut[raw] = cls
+
+    def make(site_: str, n: int, start: int, what: str) -> SliceSet:
+        images, labels, spacing, rows = [], [], [], []
+        for i in range(start, start + n):
+            vol = generate_abdomen_volume(i, site=site_, seed=phantom_seed, size=img_size)
+            lab = lut[vol.label]
+            index = np.arange(len(lab)) if slices == "all" else target_slice_indices(lab, int(margin))
+            if len(index) == 0:
+                continue
+            images.append(vol.image[index])
+            labels.append(lab[index])
+            spacing.append(np.tile([vol.spacing[1], vol.spacing[2]], (len(index), 1)))
+            for k in index:
+                rows.append({"case_id": f"{vol.meta['volume_id']}_z{int(k):03d}", "slice_index": int(k), **vol.meta})
+        if not rows:
+            raise ValueError(f"no slice of the {n} abdomen phantom volumes of site '{site_}' ({what}) contains the "
+                             f"target '{target}' (site {site_} has tumours in {LIVER_SITES[site_].p_tumour:.0%} of "
+                             "volumes): use more volumes, another site or target, or data.source.slices=all")
+        meta = pd.DataFrame(rows)
+        lead = ["case_id", "patient_id", "slice_index", "site", "contrast_phase"]
+        meta = meta[lead + [c for c in meta.columns if c not in lead]]
+        return SliceSet(np.concatenate(images).astype(np.float32), np.concatenate(labels), np.concatenate(spacing),
+                        meta, tuple(class_names))
+
+    pool = make(site, int(n_volumes), 0, "data.source.n_volumes")
+    external = None
+    if test_site:
+        start = int(n_volumes) if test_site == site else 0
+        external = make(test_site, int(n_test_volumes), start, "data.source.n_test_volumes")
+    return SourceData(pool, external)
+
+
 def _reader_source(name: str) -> SourceFn:
     """A source that reads data set ``name`` from ``root`` through its reader, checks it, and serves its 2D
     slices from the memory-mapped slice cache (built on first use, rebuilt when files or settings change)."""
