@@ -303,15 +303,23 @@ def learning_lines(chains: list[Chain]) -> dict[str, dict[str, pd.DataFrame]]:
 
 
 def plot_learning(dataset: str, lines: dict[str, pd.DataFrame], path: str | Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for prefix in sorted(lines, key=lambda p: (p.count(ARROW), p)):
-        curve = lines[prefix]
-        ax.plot(curve["epoch"], curve["val_dice"], marker="o", ms=3, label=prefix, lw=1)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation Dice")
-    ax.set_title(f"Training on {dataset}, by ordering prefix")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6 if len(lines) > 8 else 8, ncol=2 if len(lines) > 8 else 1)
+    """Validation Dice vs epoch of every stage that trained on ``dataset``: one line per ordering prefix, one
+    panel per model when the labels carry one (``"model: a→b"``)."""
+    panels: dict[str, dict[str, pd.DataFrame]] = {}
+    for label, curve in lines.items():
+        model, _, prefix = label.rpartition(": ")
+        panels.setdefault(model, {})[prefix] = curve
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1.3, 3.6), sharey=True, squeeze=False)
+    for ax, (model, curves) in zip(axes[0], panels.items()):
+        for prefix in sorted(curves, key=lambda p: (p.count(ARROW), p)):
+            curve = curves[prefix]
+            ax.plot(curve["epoch"], curve["val_dice"], marker="o", ms=3, lw=1, label=prefix)
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{model}: training on {dataset}" if model else f"Training on {dataset}, by ordering prefix",
+                     fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("validation Dice")
     return save_figure(fig, path)
 
 
@@ -322,7 +330,7 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
         lines += ["## Missing or incomplete chains (not in any table)", "", md_table(res.problems), ""]
     if len(res.summary):
         s = res.summary.copy()
-        for col in s.columns[3:]:
+        for col in [c for c in s.columns if c in CHAIN_METRICS or c.startswith("final_")]:
             s[col] = s[col].map(_fmt)
         if not res.several_models:
             s = s.drop(columns=["model"])
