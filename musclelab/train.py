@@ -67,6 +67,17 @@ def validate_config(cfg: DictConfig) -> None:
     check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params"), ()))
 
 
+def set_cpu_threads(n: int | None) -> None:
+    """Fix torch's intra-op CPU threads (``cpu_threads``): CPU results depend on the thread count."""
+    if n is None:
+        return
+    if int(n) < 1:
+        raise ConfigError(f"cpu_threads must be a positive number of threads or null, got {n}")
+    import torch
+
+    torch.set_num_threads(int(n))
+
+
 def init_settings(cfg: DictConfig) -> dict[str, Any]:
     """``cfg.init`` as a plain dict without the keys the transfer does not read: ``pretext`` (the pretext
     stage's training settings) and ``lr`` (the paper's learning rate for this init, read by experiments)."""
@@ -158,6 +169,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> SegmentationDataModule:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    set_cpu_threads(cfg.get("cpu_threads"))
     pl.seed_everything(cfg.seed, workers=True)
     dm = _prepare(cfg, run_dir)
     if cfg.model.name in BASELINES:
