@@ -66,6 +66,34 @@ def _jsonable(x: Any) -> Any:
 
 
 @contextmanager
+def new_directory(out_dir: str | Path, what: str) -> Iterator[Path]:
+    """Build directory ``out_dir`` atomically: yields a temporary sibling to fill, renamed to ``out_dir`` when the
+    block succeeds and removed when it fails, so a crash never leaves a half-written data set. ``out_dir`` must
+    not exist or be empty: user data is never overwritten (``FileExistsError`` naming it and its content)."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise FileExistsError(f"{what} output {out_dir} exists and is not a directory")
+        content = sorted(p.name for p in out_dir.iterdir())
+        if content:
+            shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
+            raise FileExistsError(f"refusing to write the {what} into non-empty directory {out_dir} (contains: "
+                                  f"{shown}); choose a new or empty directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked above); fails loudly if something appeared meanwhile
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextmanager
 def _lock_fd(path: str | Path) -> Iterator[int]:
     """An open descriptor of the lock file ``path`` (created with its folder if missing), closed on exit."""
     path = Path(path)

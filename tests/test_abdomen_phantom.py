@@ -243,7 +243,7 @@ def test_writer_refuses_a_non_empty_directory(tmp_path: Path):
     out = tmp_path / "data"
     out.mkdir()
     (out / "mine.txt").write_text("user data")
-    with pytest.raises(ValueError, match=str(out)):
+    with pytest.raises(FileExistsError, match=str(out)):
         write_abdomen_dataset(out, n=1, size=40)
     assert (out / "mine.txt").read_text() == "user data" and len(list(out.iterdir())) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["data"]   # no temporary directory left behind

@@ -39,9 +39,6 @@ that ``musclelab.data.readers.build_reader("lits", root)`` reads back in the sam
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,6 +49,7 @@ import pandas as pd
 from scipy import ndimage
 
 from musclelab.data.phantom import HU_MAX, HU_MIN, _coefs, _fourier, _Grid, _rho, _smoothstep
+from musclelab.io import new_directory
 
 # ----------------------------------------------------------------------------------------------------------
 # Public constants
@@ -995,24 +993,13 @@ def write_abdomen_dataset(out_dir: str | Path, n: int, size: int = 128, site: st
     ``phantom.json`` (parameters and site profile). Arrays are stored ``(W, H, Z)`` with the affine of
     :func:`volume_affine` (spacing on its diagonal), so ``build_reader("lits", out_dir)`` returns each volume
     in LPS as ``volume[::-1]`` (z increasing superior), anterior at row 0, the subject's left on the right.
-    ``out_dir`` must not exist or be empty (``ValueError`` otherwise: never overwrites); the set is built in
+    ``out_dir`` must not exist or be empty (``FileExistsError`` otherwise: never overwrites); the set is built in
     a temporary sibling directory and renamed into place.
     """
-    out_dir = Path(out_dir)
     get_liver_site(site)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise ValueError(f"abdomen phantom output {out_dir} exists and is not a directory")
-        content = sorted(p.name for p in out_dir.iterdir())
-        if content:
-            shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
-            raise ValueError(f"refusing to write the abdomen phantom into non-empty directory {out_dir} "
-                             f"(contains: {shown}); choose a new or empty directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with new_directory(out_dir, "abdomen phantom") as tmp:
         rows = []
         for i in range(n):
             vol = generate_abdomen_volume(i, site=site, seed=seed, size=size)
@@ -1028,10 +1015,4 @@ def write_abdomen_dataset(out_dir: str | Path, n: int, size: int = 128, site: st
                                     "axis 1 -> posterior, axis 2 -> inferior (slice 0 most superior); "
                                     "affine diag(-col_mm, -row_mm, -thickness_mm) in RAS")
         (tmp / "phantom.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above); fails loudly if something appeared meanwhile
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)

@@ -42,9 +42,6 @@ Label maps (``uint8``; names in :data:`LABEL_MAPS`):
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -53,6 +50,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.special import ndtri
+
+from musclelab.io import new_directory
 
 # ----------------------------------------------------------------------------------------------------------
 # Public constants
@@ -841,21 +840,8 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int = 128, site: st
     :func:`load_nifti_slice` returns the ``(H, W)`` array and (row, col) spacing. ``out_dir`` must not exist
     or be empty (never overwrites); the set is built in a temporary sibling directory and renamed into place.
     """
-    out_dir = Path(out_dir)
     get_site(site)
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise FileExistsError(f"phantom output {out_dir} exists and is not a directory")
-        content = sorted(p.name for p in out_dir.iterdir())
-        if content:
-            shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
-            raise FileExistsError(
-                f"refusing to write the phantom dataset into non-empty directory {out_dir} (contains: {shown}); "
-                "choose a new or empty directory"
-            )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with new_directory(out_dir, "phantom dataset") as tmp:
         for sub in _OUTPUT_DIRS:
             (tmp / sub).mkdir()
         metas = []
@@ -878,10 +864,4 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int = 128, site: st
                     axis_convention="voxel array (W, H, 1) = image.T[..., None]; axis 0 -> subject left, "
                                     "axis 1 -> posterior; affine diag(-col_mm, -row_mm, thickness, 1)")
         (tmp / "phantom.json").write_text(json.dumps(info, indent=2) + "\n")
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked above); fails loudly if something appeared meanwhile
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return Path(out_dir)
