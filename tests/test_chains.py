@@ -82,6 +82,22 @@ def test_bad_sequences(tmp_path: Path) -> None:
             plan_chain(base, seq, sites, tmp_path / "stages")
 
 
+def test_transfer_trains_stages_like_the_paper_unless_told_otherwise() -> None:
+    """``musclelab transfer``: Adam 5e-4, cross-entropy, constant rate; a key given, another optimiser or an
+    experiment keeps its own settings."""
+    def settings(args: list[str]) -> tuple:
+        c = compose_train_config(transfer_overrides(args))
+        return c.loss.name, c.optim.name, c.optim.lr, c.optim.scheduler
+
+    assert settings(["study=phantom_sites"]) == ("ce", "adam", 0.0005, "none")
+    assert settings(["study=phantom_sites", "optim.lr=0.01", "loss=dice"]) == ("dice", "adam", 0.01, "none")
+    sgd = compose_train_config(["optim=sgd"]).optim
+    assert settings(["study=phantom_sites", "optim=sgd"]) == ("ce", "sgd", sgd.lr, sgd.scheduler)
+    mc = compose_train_config(["experiment=mcsweeney2022_smoke"])
+    assert settings(["experiment=mcsweeney2022_smoke"]) == (mc.loss.name, mc.optim.name, mc.optim.lr,
+                                                            mc.optim.scheduler)
+
+
 def test_real_liver_study_without_folders_fails_before_training(tmp_path: Path) -> None:
     """study=liver names the real LiTS/BTCV/CHAOS; a missing folder is reported with the field to set."""
     overrides = transfer_overrides(["study=liver", f"study.datasets.lits.root={tmp_path}",

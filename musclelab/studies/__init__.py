@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from musclelab.studies.chain import ChainResult
 
-__all__ = ["all_orderings", "average_forgetting", "backward_transfer", "chain_metrics", "forgetting",
+__all__ = ["TRANSFER_DEFAULTS", "all_orderings", "average_forgetting", "backward_transfer", "chain_metrics", "forgetting",
            "forward_transfer", "main_transfer", "run_chain", "run_study", "study_datasets", "study_sequences",
            "transfer_overrides"]
 
@@ -170,9 +170,15 @@ def run_study(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
     return results
 
 
+#: stage training of Yoon et al. 2024 (Adam 5e-4, cross-entropy, constant rate), used by ``musclelab transfer``
+#: unless an ``experiment=`` is chosen (it sets its own) or the key is given on the command line
+TRANSFER_DEFAULTS: dict[str, str] = {"loss": "ce", "optim": "adam", "optim.lr": "0.0005", "optim.scheduler": "none"}
+
+
 def transfer_overrides(args: Sequence[str]) -> list[str]:
     """The command line for the transfer app: ``study`` selected (``+study=chain`` while train.yaml has no
-    ``study`` default) and ``task_name=transfer`` unless given."""
+    ``study`` default), :data:`TRANSFER_DEFAULTS` unless an experiment is chosen, and ``task_name=transfer``
+    unless given."""
     import yaml
 
     from musclelab.cli import config_dir
@@ -185,9 +191,17 @@ def transfer_overrides(args: Sequence[str]) -> list[str]:
         args = ["+" + a.lstrip("+~") if _STUDY_CHOICE.match(a) else a for a in args]
         if not chosen:
             args = ["+study=chain", *args]
-    if not any(a.split("=", 1)[0].lstrip("+~") == "task_name" for a in args):
-        args.append("task_name=transfer")
-    return args
+    keys = {a.split("=", 1)[0].lstrip("+~") for a in args if "=" in a and not a.startswith("-")}
+    added = []
+    if "experiment" not in keys:  # an experiment sets its own; otherwise the paper's stage training
+        # a key the user gives wins; choosing another optimiser (optim=sgd) keeps that optimiser's own settings
+        added = [f"{k}={v}" for k, v in TRANSFER_DEFAULTS.items()
+                 if k not in keys and not (k.split(".")[0] in keys and "." in k)]
+    if "task_name" not in keys:
+        added.append("task_name=transfer")
+    # next to the user's first override, so that flags (-m, --cfg job) stay where they were
+    at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
+    return args[:at] + added + args[at:]
 
 
 def main_transfer(args: list[str]) -> None:
