@@ -98,6 +98,12 @@ def test_transfer_trains_stages_like_the_paper_unless_told_otherwise() -> None:
                                                             mc.optim.scheduler)
 
 
+def test_a_baseline_cannot_be_a_chain(tmp_path: Path) -> None:
+    overrides = transfer_overrides(["study=phantom_sites", "model=threshold", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="model=threshold is a non-learning baseline"):
+        run_study(compose_train_config(overrides), overrides, tmp_path / "out", compose_train_config)
+
+
 def test_real_liver_study_without_folders_fails_before_training(tmp_path: Path) -> None:
     """study=liver names the real LiTS/BTCV/CHAOS; a missing folder is reported with the field to set."""
     overrides = transfer_overrides(["study=liver", f"study.datasets.lits.root={tmp_path}",

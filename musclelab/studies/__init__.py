@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
     from musclelab.studies.chain import ChainResult
 
-__all__ = ["TRANSFER_DEFAULTS", "all_orderings", "average_forgetting", "backward_transfer", "chain_metrics", "forgetting",
-           "forward_transfer", "main_transfer", "run_chain", "run_study", "study_datasets", "study_sequences",
+__all__ = ["TRANSFER_DEFAULTS", "all_orderings", "average_forgetting", "backward_transfer", "chain_metrics",
+           "forgetting", "forward_transfer", "main_transfer", "run_chain", "run_study", "study_datasets", "study_sequences",
            "transfer_overrides"]
 
 _DATA_CHOICE = re.compile(r"^[~+]*data=")
@@ -145,6 +145,12 @@ def run_study(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
     from musclelab.io import atomic_write_text
     from musclelab.studies.chain import run_chain
 
+    from musclelab.baselines import BASELINES
+    from musclelab.errors import ConfigError
+
+    if cfg.model.name in BASELINES:
+        raise ConfigError(f"model={cfg.model.name} is a non-learning baseline: it has no weights to carry from one "
+                          "stage to the next; choose a trainable model for a transfer study")
     datasets = study_datasets(cfg, overrides, compose)
     sequences = study_sequences(cfg, list(datasets))
     stage_root = Path(str(OmegaConf.select(cfg, "study.stage_root") or Path(cfg.paths.cache_dir) / "stages"))
