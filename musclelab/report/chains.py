@@ -345,12 +345,14 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
               "Mean test Dice after each stage (rows: training order) on every data set (columns); the data "
               "set trained at that stage in **bold**.", ""]
     for c in res.chains:
-        lines += [f"### {c.title(res.several_models)}", "", f"Chain directory: `{c.rel}`", "", md_table(forgetting_table(c)), ""]
+        lines += [f"### {c.title(res.several_models)}", "", f"Chain directory: `{c.rel}`", "",
+                  md_table(forgetting_table(c)), ""]
         lines.append(" · ".join(f"{name}: {_fmt(_float(c.metrics.get(k)))}" for k, name in CHAIN_METRICS.items()))
         lines.append("")
         heat = c.path / "forgetting_heatmap.png"
         if heat.exists():
-            lines += [f"![forgetting heatmap {c.title(res.several_models)}]({Path(os.path.relpath(heat, out)).as_posix()})", ""]
+            rel = Path(os.path.relpath(heat, out)).as_posix()
+            lines += [f"![forgetting heatmap {c.title(res.several_models)}]({rel})", ""]
         else:
             lines += ["_No forgetting_heatmap.png in this chain directory._", ""]
     lines += ["## Learning curves", ""]
@@ -363,7 +365,8 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
         lines += ["_No learning_curves.csv with stage, epoch and val_dice in any complete chain._", ""]
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
-    lines += ["## Files", "", "`chains_summary.csv`, `chains_models.csv`, " + ", ".join(f"`{f}`" for f in figures.values()), ""]
+    files = ["chains_summary.csv", "chains_models.csv", *figures.values()]
+    lines += ["## Files", "", ", ".join(f"`{f}`" for f in files), ""]
     return "\n".join(lines)
 
 

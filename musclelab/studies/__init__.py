@@ -34,8 +34,8 @@ if TYPE_CHECKING:
     from musclelab.studies.chain import ChainResult
 
 __all__ = ["TRANSFER_DEFAULTS", "all_orderings", "average_forgetting", "backward_transfer", "chain_metrics",
-           "forgetting", "forward_transfer", "main_transfer", "run_chain", "run_study", "study_datasets", "study_sequences",
-           "transfer_overrides"]
+           "forgetting", "forward_transfer", "main_transfer", "run_chain", "run_study", "study_datasets",
+           "study_sequences", "transfer_overrides"]
 
 _DATA_CHOICE = re.compile(r"^[~+]*data=")
 _STUDY_CHOICE = re.compile(r"^[~+]*study=")

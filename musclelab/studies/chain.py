@@ -412,7 +412,8 @@ def write_chain_outputs(result: ChainResult, out_dir: Path, stage_root: Path) ->
     atomic_write_text(out_dir / "stage_eval.csv", pd.DataFrame(rows).to_csv(index=False))
     atomic_write_text(out_dir / "learning_curves.csv", learning_curves(result.stages).to_csv(index=False))
     atomic_write_json(out_dir / "chain.json", {
-        "sequence": result.sequence, "datasets": result.datasets, "model": result.model, "stage_root": str(Path(stage_root).resolve()),
+        "sequence": result.sequence, "datasets": result.datasets, "model": result.model,
+        "stage_root": str(Path(stage_root).resolve()),
         "n_trained": result.n_trained,
         "stages": [{"index": s.index, "dataset": s.dataset, "key": s.key, "run_dir": str(s.run_dir),
                     "trained": s.trained, "resumed": s.resumed,
