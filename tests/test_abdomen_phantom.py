@@ -268,3 +268,15 @@ def test_cli_writes_the_abdomen_phantom(tmp_path: Path, capsys):
         main(["phantom", "--site", "chaos", "--out", str(tmp_path / "y"), "--n", "1"])
     main(["phantom", "--kind", "abdomen", "--site", "chaos", "--out", str(tmp_path / "c"), "--n", "1", "--size", "40"])
     assert (pd.read_csv(tmp_path / "c" / "meta.csv")["site"] == "chaos").all()
+
+
+def test_annotation_protocols_differ_in_intrahepatic_vessels():
+    """btcv leaves intrahepatic vessels out of the liver label (lits and chaos keep them): the same structures,
+    labelled differently — a label shift on top of the image shift."""
+    assert not ap.LIVER_SITES["btcv"].vessels_in_liver and ap.LIVER_SITES["lits"].vessels_in_liver
+    for site, inside in (("lits", True), ("chaos", True), ("btcv", False)):
+        vol, st = ap._generate(2, site, 0, 64)
+        vessels = st == ap._HVESSEL
+        assert vessels.sum() > 20
+        assert bool((vol.label[vessels] == 1).all()) is inside and bool((vol.label[vessels] == 0).all()) is not inside
+        assert (vol.label[st == ap._LIVER] == 1).all()

@@ -25,7 +25,8 @@ Conventions: volumes are ``(Z, H, W)`` with slice 0 the most superior; rows run 
 posterior, columns run to the subject's left (radiological display: the liver is on the image left).
 Spacing is ``(z, row, col)`` mm; slices are contiguous (slice interval = slice thickness). Images are float32
 integer-valued HU clipped to [-1024, 3071]; labels are uint8: 0 background, 1 liver (including its
-intrahepatic vessels), 2 liver tumour.
+intrahepatic vessels, except at sites whose annotation protocol leaves them out: ``vessels_in_liver``), 2 liver
+tumour.
 
 Each volume ``i`` of site ``s`` is drawn from ``numpy.random.SeedSequence([seed, site_index, i])`` (anatomy)
 and ``[seed, site_index, i, 1]`` (acquisition: contrast phase, slice thickness, field of view, scan range,
@@ -83,7 +84,9 @@ class AbdomenSite:
     sigma, mm); blur_mm: reconstruction blur range (Gaussian sigma, mm); hu_scale / hu_offset: calibration
     ``scale*HU + offset`` of tissue (offset range in HU, uniform per volume); phase_probs: probabilities of
     the non-contrast / arterial / portal-venous phase; p_tumour: fraction of volumes with liver tumours;
-    max_tumours: at most this many tumours per volume.
+    max_tumours: at most this many tumours per volume; vessels_in_liver: the annotation protocol — whether
+    the intrahepatic hepatic veins and portal branches belong to the liver label (collections differ in this,
+    which is a source of cross-data-set shift in the labels themselves, not only in the images).
     """
 
     name: str
@@ -99,6 +102,7 @@ class AbdomenSite:
     phase_probs: tuple[float, float, float]
     p_tumour: float
     max_tumours: int
+    vessels_in_liver: bool = True
 
 
 # A site's position in this dict seeds its volumes: add new sites at the end so existing sets stay the same.
@@ -112,10 +116,11 @@ LIVER_SITES: dict[str, AbdomenSite] = {
         phase_probs=(0.08, 0.12, 0.80), p_tumour=0.8, max_tumours=3),
     "btcv": AbdomenSite(
         "btcv", "BTCV-like (Multi-Atlas Abdomen): one centre, portal venous, 3 mm slices, FOV ~340-500 mm, "
-        "noisier (~25 HU), +15 HU calibration offset, few liver lesions",
+        "noisier (~25 HU), +15 HU calibration offset, few liver lesions; its label set has the portal/splenic "
+        "vein and the IVC as organs of their own, emulated by leaving intrahepatic vessels out of the liver label",
         fov_factor=(1.15, 1.35), fov_mm=(340.0, 500.0), thickness_mm=(3.0,),
         noise_sd=(22.0, 28.0), noise_corr_mm=1.0, blur_mm=(0.9, 1.1), hu_scale=1.0, hu_offset=(15.0, 15.0),
-        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.1, max_tumours=1),
+        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.1, max_tumours=1, vessels_in_liver=False),
     "chaos": AbdomenSite(
         "chaos", "CHAOS-like (healthy liver donors): portal venous, 3.0-3.2 mm slices, tight FOV (~300-420 "
         "mm), smooth reconstruction (blur, low correlated noise), HU scale 0.95, no tumours",
@@ -171,6 +176,7 @@ def _lut(codes: Sequence[int], dtype=bool, values: Sequence | None = None) -> np
 
 
 _LABEL_LUT = _lut([_LIVER, _HVESSEL, _TUMOUR], np.uint8, [1, 1, 2])
+_LABEL_LUT_NO_VESSELS = _lut([_LIVER, _TUMOUR], np.uint8, [1, 2])  # protocol: intrahepatic vessels not liver
 _INTO_AIR = _lut([_AIR])
 _INTO_VAT = _lut([_VAT])
 _INTO_LUNG = _lut([_LUNG])
@@ -925,7 +931,7 @@ def _generate(index: int, site: str, seed: int, size: int, tumours: bool | None 
     a = _draw_subject(rng, rng_acq, index, site, dict(tumours=tumours, contrast_phase=contrast_phase))
     st, hu, g = _render(a, size)
     image, noise_sd = _acquire(hu, g.sp, a, rng_acq)
-    label = _LABEL_LUT[st]
+    label = (_LABEL_LUT if LIVER_SITES[site].vessels_in_liver else _LABEL_LUT_NO_VESSELS)[st]
     vox_ml = g.sp * g.sp * a.thickness / 1000.0
     counts = np.bincount(label.ravel(), minlength=3)
     vid = f"{site}-{index:04d}"
