@@ -98,9 +98,11 @@ class Chain:
     def label(self) -> str:
         return ordering_label(self.sequence)
 
-    def title(self, with_model: bool) -> str:
-        """The ordering, prefixed by the model when the study compares several."""
-        return f"{self.model or '?'}: {self.label}" if with_model else self.label
+    def title(self, with_model: bool, stage: int | None = None) -> str:
+        """The ordering up to ``stage`` (default: all of it), prefixed by the model when the study compares
+        several (``"unet: a→b"``)."""
+        label = self.label if stage is None else ordering_label(self.sequence[: stage + 1])
+        return f"{self.model or '?'}: {label}" if with_model else label
 
 
 @dataclass
@@ -294,8 +296,7 @@ def learning_lines(chains: list[Chain]) -> dict[str, dict[str, pd.DataFrame]]:
             i = int(stage)
             if not 0 <= i < len(c.sequence):
                 continue
-            prefix = ordering_label(c.sequence[: i + 1])
-            prefix = f"{c.model or '?'}: {prefix}" if several else prefix
+            prefix = c.title(several, stage=i)
             curve = g[["epoch", "val_dice"]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("epoch")
             if len(curve):
                 out.setdefault(c.sequence[i], {}).setdefault(prefix, curve)
