@@ -96,6 +96,12 @@ def test_transfer_trains_stages_like_the_paper_unless_told_otherwise() -> None:
     mc = compose_train_config(["experiment=mcsweeney2022_smoke"])
     assert settings(["experiment=mcsweeney2022_smoke"]) == (mc.loss.name, mc.optim.name, mc.optim.lr,
                                                             mc.optim.scheduler)
+    assert compose_train_config(transfer_overrides(["study=phantom_sites"])).task_name == "transfer"
+    # an experiment keeps its output folder; a study chosen on the command line replaces the experiment's
+    liver = compose_train_config(transfer_overrides(["experiment=yoon2024_liver", "study=liver"]))
+    assert liver.task_name == "yoon2024_liver" and liver.study.datasets.btcv.config == "btcv"
+    assert compose_train_config(transfer_overrides(["experiment=yoon2024_liver"])).study.datasets.btcv.config == \
+        "abdomen_phantom"
 
 
 def test_a_baseline_cannot_be_a_chain(tmp_path: Path) -> None:

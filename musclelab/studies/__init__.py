@@ -183,8 +183,8 @@ TRANSFER_DEFAULTS: dict[str, str] = {"loss": "ce", "optim": "adam", "optim.lr": 
 
 def transfer_overrides(args: Sequence[str]) -> list[str]:
     """The command line for the transfer app: ``study`` selected (``+study=chain`` while train.yaml has no
-    ``study`` default), :data:`TRANSFER_DEFAULTS` unless an experiment is chosen, and ``task_name=transfer``
-    unless given."""
+    ``study`` default), and unless an experiment is chosen (it sets its own) :data:`TRANSFER_DEFAULTS` and
+    ``task_name=transfer`` (keys given on the command line win)."""
     import yaml
 
     from musclelab.cli import config_dir
@@ -203,7 +203,7 @@ def transfer_overrides(args: Sequence[str]) -> list[str]:
         # a key the user gives wins; choosing another optimiser (optim=sgd) keeps that optimiser's own settings
         added = [f"{k}={v}" for k, v in TRANSFER_DEFAULTS.items()
                  if k not in keys and not (k.split(".")[0] in keys and "." in k)]
-    if "task_name" not in keys:
+    if "task_name" not in keys and "experiment" not in keys:  # experiments name their own output folder
         added.append("task_name=transfer")
     # next to the user's first override, so that flags (-m, --cfg job) stay where they were
     at = next((i for i, a in enumerate(args) if "=" in a and not a.startswith("-")), len(args))
