@@ -46,13 +46,14 @@ def compose_cfg(run_dir: Path, overrides: list[str] | None = None) -> DictConfig
         return compose("train", overrides=[*base, f"paths.output_dir={run_dir}", *overrides])
 
 
-def run_cli(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the installed ``musclelab`` console script in a subprocess and return the result."""
+def run_cli(args: list[str], cwd: Path, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed ``musclelab`` console script in a subprocess (killed after ``timeout`` s) and return
+    the result."""
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     script = Path(sys.executable).parent / "musclelab"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "musclelab.cli"]
     proc = subprocess.run([*cmd, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"musclelab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

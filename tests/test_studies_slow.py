@@ -43,7 +43,7 @@ def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     report with a forgetting table per (model, ordering) and the per-model table."""
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     run_cli(["transfer", "-m", "experiment=yoon2024_liver_smoke", "logger=none", f"hydra.sweep.dir={sweep}",
-             f"paths.cache_dir={cache}"], cwd=tmp_path)
+             f"paths.cache_dir={cache}"], cwd=tmp_path, timeout=2400)  # about 12 min on 2 cores
     stages = [d for d in (cache / "stages").iterdir() if d.is_dir()]
     assert len(stages) == 4 * 15 and all(read_status(d) == "complete" for d in stages)
     run_cli(["report", str(sweep)], cwd=tmp_path)
