@@ -200,6 +200,8 @@ def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     result = run_chain(base, ["a", "b"], sites, root, tmp_path / "out")
     assert [(s.trained, s.resumed) for s in result.stages] == [(False, False), (True, True)]
     assert read_status(stage_b) == "complete"
+    # a complete stage keeps only its best checkpoint (last.ckpt was there to resume it)
+    assert (stage_b / "checkpoints" / "best.ckpt").exists() and not (stage_b / "checkpoints" / "last.ckpt").exists()
     resumed = pd.read_csv(stage_b / "metrics.csv")
     assert resumed["epoch"].tolist() == [0, 1]
     pd.testing.assert_frame_equal(resumed.iloc[:1], first)  # epoch 0 is the interrupted run's, not re-trained
