@@ -69,7 +69,7 @@ def load_trunk_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tenso
 
 
 class _PretextTask(pl.LightningModule):
-    """Shared parts: Adam, trunk export."""
+    """Shared parts: Adam, trunk export, and train/val steps around the subclass's ``_step(batch, stage)``."""
 
     net: torch.nn.Module
     _trunk_prefix: str
@@ -86,6 +86,15 @@ class _PretextTask(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._step(batch, "val")
 
 
 class AutoencoderTask(_PretextTask):
@@ -116,12 +125,6 @@ class AutoencoderTask(_PretextTask):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=image.shape[0],
                  sync_dist=True)
         return loss
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
 
 
 class JigsawTask(_PretextTask):
@@ -178,8 +181,3 @@ class JigsawTask(_PretextTask):
                  sync_dist=True)
         return loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")

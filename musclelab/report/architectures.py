@@ -34,7 +34,8 @@ from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
-from .runs import MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study  # noqa: E402
+from .runs import (MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study,  # noqa: E402
+                   report_dir)
 
 KIND = "architectures"
 TITLE = "Yoon et al. 2024 reproduction: segmentation architectures compared (Table 3)"
@@ -284,8 +285,7 @@ def render_markdown(res: ArchitecturesResult, figure: str) -> str:
 def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write the architecture report of ``study_dir`` into ``out_dir`` (default ``<study_dir>/report``)."""
     res = analyze(study_dir)
-    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_dir(study_dir, out_dir)
     atomic_write_text(out / "architectures.csv", res.table.to_csv(index=False))
     atomic_write_text(out / "runs.csv", res.study.runs.to_csv(index=False))
     figure = "fig_architectures.png"

@@ -36,7 +36,7 @@ from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
-from .runs import _natural_key  # noqa: E402
+from .runs import _natural_key, report_dir  # noqa: E402
 
 KIND = "chains"
 TITLE = "Yoon et al. 2024 reproduction: sequential transfer and forgetting"
@@ -111,6 +111,7 @@ class ChainsResult:
     chains: list[Chain]
     problems: pd.DataFrame  # chain, reason
     summary: pd.DataFrame
+    per_model: pd.DataFrame  # model_table(chains): chains_models.csv and the report's "Per model" table
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -189,7 +190,7 @@ def analyze(study_dir: str | Path) -> ChainsResult:
             problems.append({"chain": path.relative_to(root).as_posix(),
                              "reason": "listed in study_summary.csv, no chain directory"})
     return ChainsResult(root=root, chains=chains, problems=pd.DataFrame(problems, columns=["chain", "reason"]),
-                        summary=summarize(chains))
+                        summary=summarize(chains), per_model=model_table(chains))
 
 
 def summarize(chains: list[Chain]) -> pd.DataFrame:
@@ -340,7 +341,7 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
         lines += ["## Per model", "",
                   "Mean ± sd over orderings of two or more stages; learning speed = epochs until the validation "
                   f"Dice first reaches {SPEED_FRACTION:.0%} of the stage's best, for first stages (from the initial "
-                  "weights) and for stages that start from an earlier stage.", "", md_table(model_table(res.chains)),
+                  "weights) and for stages that start from an earlier stage.", "", md_table(res.per_model),
                   ""]
     lines += ["## Forgetting tables", "",
               "Mean test Dice after each stage (rows: training order) on every data set (columns); the data "
@@ -374,10 +375,9 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
 def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write the chains report of ``study_dir`` into ``out_dir`` (default ``<study_dir>/report``)."""
     res = analyze(study_dir)
-    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_dir(study_dir, out_dir)
     atomic_write_text(out / "chains_summary.csv", res.summary.to_csv(index=False))
-    atomic_write_text(out / "chains_models.csv", model_table(res.chains).to_csv(index=False))
+    atomic_write_text(out / "chains_models.csv", res.per_model.to_csv(index=False))
     figures = {}
     for dataset, lines in sorted(learning_lines(res.chains).items()):
         name = f"fig_learning_{_safe(dataset)}.png"

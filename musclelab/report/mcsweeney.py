@@ -37,7 +37,8 @@ from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.report.markdown import md_table as _md_table  # noqa: E402
 from musclelab.metrics.statistics import dunnett_vs_control, mean_ci  # noqa: E402
 
-from .runs import MISSING, Study, config_value, find_run_dirs, load_config, load_study  # noqa: E402
+from .runs import (MISSING, Study, config_value, find_run_dirs, load_config, load_study,  # noqa: E402
+                   report_dir)
 
 KIND = "mcsweeney"
 TITLE = "McSweeney et al. 2022 reproduction: transfer learning for data-efficient muscle segmentation"
@@ -650,8 +651,7 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None, rng: int = 0
     """Compute the McSweeney report of ``study_dir`` and write it to ``out_dir`` (default
     ``<study_dir>/report``); every file atomically. Returns the path of ``report.md``."""
     res = analyze(study_dir, rng=rng)
-    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
-    out.mkdir(parents=True, exist_ok=True)
+    out = report_dir(study_dir, out_dir)
     atomic_write_text(out / "summary.csv", res.summary.to_csv(index=False))
     atomic_write_text(out / "runs.csv", res.study.runs.to_csv(index=False))
     for key, df in res.dunnett.items():

@@ -49,6 +49,13 @@ __all__ = [
 MISSING = object()  # a config key absent from a run's config
 
 
+def report_dir(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Where a report goes: ``out_dir``, or ``<study_dir>/report`` by default (created)."""
+    out = Path(out_dir) if out_dir is not None else Path(study_dir) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def find_run_dirs(study_dir: str | Path) -> list[Path]:
     """Every directory under ``study_dir`` (itself included) holding a ``run_status.json``, sorted."""
     root = Path(study_dir)
