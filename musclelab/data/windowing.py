@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from monai.transforms import AdjustContrast, ScaleIntensityRange
+from monai.transforms import ScaleIntensityRange
 
 from musclelab.registry import Registry
 
@@ -41,7 +41,9 @@ WINDOWS.register("thigh")(Window(-57.0, 164.0, gamma=2.0))  # Kim 2024: clip [-5
 
 
 def apply_window(hu: np.ndarray, window: str | Window, channels: int = 1) -> np.ndarray:
-    """Window HU images ``(N, H, W)`` into float32 network inputs ``(N, channels, H, W)``.
+    """Window HU images ``(N, H, W)`` (or volumes ``(N, D, H, W)``) into float32 network inputs
+    ``(N, channels, ...)``. The map is fixed: a HU value gives the same number on every slice and volume
+    (``thigh``: ``((clip(HU, -57, 164) + 57) / 221) ** 2``).
 
     ``channels`` is 1 (plain [0, 1]) or 3 (repeated, ImageNet-normalised).
     """
@@ -51,12 +53,13 @@ def apply_window(hu: np.ndarray, window: str | Window, channels: int = 1) -> np.
     hu = np.asarray(hu, dtype=np.float32)  # also copies int16 / read-only memory-mapped caches
     scaled = ScaleIntensityRange(win.hu_min, win.hu_max, 0.0, 1.0, clip=True, dtype=np.float32)(hu)
     scaled = np.asarray(scaled, dtype=np.float32)
-    if win.gamma != 1.0:
-        scaled = np.asarray(AdjustContrast(win.gamma, retain_stats=False, invert_image=False)(scaled), np.float32)
+    if win.gamma != 1.0:  # a fixed map (not MONAI's AdjustContrast, which rescales by each image's min/max)
+        scaled = np.power(scaled, np.float32(win.gamma), dtype=np.float32)
     out = scaled[:, None]
     if channels == 3:
-        mean = np.asarray(IMAGENET_MEAN, np.float32)[None, :, None, None]
-        std = np.asarray(IMAGENET_STD, np.float32)[None, :, None, None]
+        tail = (None,) * (out.ndim - 2)
+        mean = np.asarray(IMAGENET_MEAN, np.float32)[(None, slice(None), *tail)]
+        std = np.asarray(IMAGENET_STD, np.float32)[(None, slice(None), *tail)]
         out = (np.repeat(out, 3, axis=1) - mean) / std
     return np.ascontiguousarray(out, dtype=np.float32)
 
