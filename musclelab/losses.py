@@ -1,4 +1,5 @@
-"""Segmentation losses chosen by name (config group ``loss``): ``ce``, ``dice``, ``ce_dice``, ``bce_dice``.
+"""Segmentation losses chosen by name (config group ``loss``): ``ce``, ``dice``, ``ce_dice``, ``bce_dice``,
+``kawamoto`` (sigmoid BCE + Dice for one target, softmax CE + Dice for a target with partners).
 
 All losses take logits ``(B, C, H, W)`` and an integer label map ``(B, H, W)`` so the task never needs to
 know how a loss wants its target. MONAI supplies the Dice and Dice+CE terms; we only wrap them to
@@ -127,6 +128,36 @@ class BinaryCrossEntropyDice(SegLoss):
             onehot = F.one_hot(target.long(), self.num_classes).movedim(-1, 1).to(logits.dtype)
         bce = F.binary_cross_entropy_with_logits(logits, onehot)
         return self.lambda_bce * bce + self.lambda_dice * self.dice(logits, onehot)
+
+
+@LOSSES.register("kawamoto")
+class KawamotoLoss(SegLoss):
+    """Kawamoto et al. 2024's two training modes, chosen by the number of classes (see ``data.labels``).
+
+    * one target (wo/ESM, 2 classes): one output channel with a sigmoid, ``lambda_ce * BCE + lambda_dice *
+      Dice`` (their eqs. 7-9);
+    * target + partner (w/ESM or any pair, >= 3 classes): softmax over the classes, ``lambda_ce * CE +
+      lambda_dice * Dice`` (their eqs. 1-3).
+
+    Both use 0.5 / 1.0 weights and ``smooth = 1`` in the Dice numerator and denominator, pooled over the batch.
+    The Dice term is MONAI's over the foreground classes: their eq. 2 literally also sums the background class,
+    which with softmax makes the denominator ``2N`` and the term close to pixel accuracy.
+    """
+
+    def __init__(self, num_classes: int, lambda_ce: float = 0.5, lambda_dice: float = 1.0, smooth: float = 1.0,
+                 batch: bool = True) -> None:
+        super().__init__(num_classes)
+        self.inner: SegLoss
+        if num_classes == 2:
+            self.activation = "sigmoid"
+            self.inner = BinaryCrossEntropyDice(2, lambda_bce=lambda_ce, lambda_dice=lambda_dice, smooth=smooth,
+                                                batch=batch)
+        else:
+            self.inner = CrossEntropyDice(num_classes, lambda_ce=lambda_ce, lambda_dice=lambda_dice,
+                                          include_background=False, smooth=smooth, batch=batch)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.inner(logits, target)
 
 
 def build_loss(name: str, num_classes: int, **kwargs: Any) -> SegLoss:

@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from musclelab.baselines import BASELINES, evaluate_baseline
 from musclelab.callbacks import EpochMetricsCSV
 from musclelab.data.datamodule import SegmentationDataModule
+from musclelab.data.labels import check_labels_early
 from musclelab.data.sources import SOURCES, SliceSet
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, atomic_write_text
@@ -53,6 +54,7 @@ def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> di
 def validate_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on unknown names and impossible image sizes."""
     SOURCES.get(cfg.data.name)
+    check_labels_early(cfg.data)
     if cfg.model.name in BASELINES:  # nothing to train: only the data and the test matter
         return
     MODELS.get(cfg.model.name)
@@ -223,11 +225,16 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
     if not test_set.observers or len(test_set.class_names) != 2:
         return None
     frames = []
+    marked = test_set.meta["has_observers"] if "has_observers" in test_set.meta else None
     for i, case_id in enumerate(test_set.meta["case_id"]):
+        if marked is not None and not bool(marked.iloc[i]):  # a case no observer contoured
+            continue
         masks = {name: obs[i] for name, obs in test_set.observers.items()}
         df = observer_agreement(masks, test_set.labels[i], np.asarray(test_set.images[i], np.float32),
                                 tuple(test_set.spacing[i]))
         frames.append(df.assign(case_id=case_id))
+    if not frames:
+        return None
     table = pd.concat(frames, ignore_index=True)
     table = table[["case_id", *[c for c in table.columns if c != "case_id"]]]
     return atomic_write_text(run_dir / "observers.csv", table.to_csv(index=False))

@@ -13,11 +13,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.augment import build_augmentation
 from musclelab.data.sources import SliceSet, load_source
-from musclelab.data.splits import first_n, holdout_split, kfold_split, split_manifest
+from musclelab.data.splits import (SPLITS, check_split_name, first_n, make_splits, observer_patients,  # noqa: F401
+                                    split_manifest)
 from musclelab.data.windowing import apply_window
 
-
-SPLITS = ("holdout", "kfold")
 
 
 class SliceDataset(Dataset):
@@ -59,8 +58,9 @@ class SliceDataset(Dataset):
 class SegmentationDataModule(pl.LightningDataModule):
     """Builds train/val/test slice datasets from one source with patient-level splits.
 
-    ``split``: ``holdout`` (val/test fractions of patients) or ``kfold`` (fold ``fold`` of ``n_folds`` is the
-    test set, ``val_fraction`` of the rest validates). ``n_train`` keeps the first n patients of the
+    ``split`` (:data:`musclelab.data.splits.SPLITS`): ``holdout`` (val/test fractions of patients),
+    ``kfold_val`` (a fixed test set chosen by ``test_set``; fold ``fold`` of ``n_folds`` validates) or
+    ``kfold_test`` (fold ``fold`` is the test set, ``val_fraction`` of the rest validates). ``n_train`` keeps the first n patients of the
     ``subset_draw``-th seeded ordering of the training pool (nested across n).
     Call :meth:`setup` before reading ``class_names``.
     """
@@ -69,9 +69,10 @@ class SegmentationDataModule(pl.LightningDataModule):
         self, name: str, img_size: int = 128, source: dict | None = None, root: str | None = None,
         cache_dir: str | None = None, window: str = "abdomen",
         channels: int = 1, split: str = "holdout", val_fraction: float = 0.15, test_fraction: float = 0.2,
-        n_folds: int = 4, fold: int = 0, n_train: int | None = None, subset_draw: int = 0,
+        n_folds: int = 4, fold: int = 0, test_set: str = "fraction", test_patients: list[str] | None = None,
+        n_train: int | None = None, subset_draw: int = 0,
         split_seed: int = 0, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
-        augment: dict | None = None,
+        augment: dict | None = None, labels: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -81,9 +82,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir
         self.window = window
         self.channels = channels
-        if split not in SPLITS:
-            raise ValueError(f"data.split must be one of {', '.join(SPLITS)}, got '{split}'")
-        self.split = split
+        self.split = check_split_name(split)
+        self.test_set = test_set
+        self.test_patients = [str(p) for p in test_patients] if test_patients else None
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
         self.n_folds = n_folds
@@ -95,6 +96,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.augment_params = dict(augment or {})
+        self.labels = None if labels is None else [labels] if isinstance(labels, str) else list(labels)
         self.datasets: dict[str, SliceDataset] = {}
         self.manifest: pd.DataFrame | None = None
         self.class_names: tuple[str, ...] = ()
@@ -104,26 +106,26 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Load the source and split it (idempotent: later calls reuse the first)."""
         if self.datasets:
             return
-        data = load_source(self.name, self.img_size, self.source_params, self.root, self.cache_dir)
+        data = load_source(self.name, self.img_size, self.source_params, self.root, self.cache_dir, self.labels)
         pool = data.pool
         patients = pool.meta["patient_id"].tolist()
-        if self.split == "kfold":
-            if data.external_test is not None:
-                raise ValueError("data.split=kfold tests on folds of the pool; unset the source's external test "
-                                 "set (e.g. data.source.test_site=null) or use data.split=holdout")
-            splits = kfold_split(patients, self.n_folds, self.fold, self.val_fraction, self.split_seed)
-        else:
-            test_fraction = 0.0 if data.external_test is not None else self.test_fraction
-            splits = holdout_split(patients, self.val_fraction, test_fraction, self.split_seed)
+        splits = make_splits(
+            patients, split=self.split, seed=self.split_seed, val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction, n_folds=self.n_folds, fold=self.fold, test_set=self.test_set,
+            test_patients=self.test_patients, observer_patients=observer_patients(pool.meta, pool.observers),
+            external_test=data.external_test is not None)
         # the whole training pool, before n_train subsetting: unlabelled data for pretext pretraining
         self.train_pool = self._select(pool, sorted(splits["train"]))
+        order = first_n(splits["train"], None, self.split_seed, self.subset_draw)  # nested: subsets are prefixes
         splits["train"] = first_n(splits["train"], self.n_train, self.split_seed, self.subset_draw)
+        unused = order[len(splits["train"]):]
         parts = {k: self._select(pool, v) for k, v in splits.items()}
         if data.external_test is not None:
             parts["test"] = data.external_test
             splits["test"] = sorted(set(data.external_test.meta["patient_id"]))
         self.manifest = pd.concat(
-            [split_manifest({k: splits[k]}, parts[k].meta) for k in ("train", "val", "test")], ignore_index=True
+            [split_manifest({k: splits[k]}, parts[k].meta, order) for k in ("train", "val", "test")]
+            + [split_manifest({"unused": unused}, pool.meta, order)], ignore_index=True
         )
         self.class_names = pool.class_names
         aug = build_augmentation(**self.augment_params)

@@ -118,10 +118,13 @@ SOURCES: Registry[SourceFn] = Registry("dataset", "data.name")
 def phantom_source(
     *, img_size: int, target: str = "muscle", site: str = "a", n_cases: int = 160,
     test_site: str | None = None, n_test_cases: int = 40, phantom_seed: int = 0, n_observers: int = 0,
+    observer_cases: int | None = None,
 ) -> SourceData:
     """The built-in L3 phantom: ``n_cases`` subjects at ``site``; with ``test_site`` the test set is
     ``n_test_cases`` subjects of that other site (domain shift) instead of a hold-out of the pool.
-    ``n_observers`` simulated readers re-contour every slice (for comparisons with human observers)."""
+    ``n_observers`` simulated readers re-contour every slice (for comparisons with human observers), or only the
+    last ``observer_cases`` subjects of the pool (meta ``has_observers``; as the paper's observers contoured
+    only its 37 test images: ``data.test_set=observers`` makes them the test set)."""
     from musclelab.data.phantom import LABEL_MAPS, generate_phantom, observer_masks
 
     if target not in LABEL_MAPS:
@@ -138,6 +141,10 @@ def phantom_source(
             per_case = np.stack([observer_masks(labels[i], spacing[i], n_observers, seed=(phantom_seed, i))
                                  for i in range(len(labels))])
             observers = {f"observer_{j + 1}": per_case[:, j] for j in range(n_observers)}
+            if observer_cases is not None and site_ == site:  # the pool: only the last observer_cases subjects
+                if not 0 < observer_cases < len(labels):
+                    raise ValueError(f"data.source.observer_cases={observer_cases} must be in 1..{len(labels) - 1}")
+                meta["has_observers"] = np.arange(len(labels)) >= len(labels) - observer_cases
         return SliceSet(ph.images.astype(np.float32), labels, spacing, meta, tuple(LABEL_MAPS[target]), observers)
 
     pool = make(site, n_cases)
@@ -263,8 +270,9 @@ SUPPLIED = ("img_size", "root", "cache_dir")
 
 
 def load_source(name: str, img_size: int, params: dict, root: str | None = None,
-                cache_dir: str | None = None) -> SourceData:
-    """Run the source called ``name`` with its ``data.source`` parameters; unknown parameters name the field."""
+                cache_dir: str | None = None, labels: list[str] | None = None) -> SourceData:
+    """Run the source called ``name`` with its ``data.source`` parameters; unknown parameters name the field.
+    ``labels`` (``data.labels``) reduces it to those classes, renumbered 1..k (:mod:`musclelab.data.labels`)."""
     fn = SOURCES.get(name)
     signature = inspect.signature(fn).parameters
     known = [p for p in signature if p not in SUPPLIED]
@@ -276,4 +284,6 @@ def load_source(name: str, img_size: int, params: dict, root: str | None = None,
     supplied = {"img_size": img_size, "root": root, "cache_dir": cache_dir}
     if root and "root" not in signature:
         raise ValueError(f"data.root is set but dataset '{name}' is generated, not read; remove data.root")
-    return fn(**{k: v for k, v in supplied.items() if k in signature}, **params)
+    from musclelab.data.labels import apply_to_source
+
+    return apply_to_source(fn(**{k: v for k, v in supplied.items() if k in signature}, **params), labels)
