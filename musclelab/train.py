@@ -19,6 +19,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from musclelab.baselines import BASELINES, evaluate_baseline
 from musclelab.callbacks import EpochMetricsCSV
+from musclelab.checkpoint_meta import data_fields
 from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.labels import check_labels_early
 from musclelab.data.sources import SOURCES, SliceSet
@@ -184,8 +185,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params"), ()),
         optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=monitor,
         overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),
-        meta={"data": cfg.data.name, "window": cfg.data.window, "channels": cfg.data.channels,
-              "source": _params(cfg.data.source, ())},
+        meta=data_fields(cfg.data),  # what inference needs (musclelab.checkpoint_meta)
     )
     if not cfg.resume:  # a resumed run restores its (already transferred) weights from the checkpoint
         init = init_settings(cfg)

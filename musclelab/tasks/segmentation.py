@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torchmetrics.segmentation import DiceScore
 
+from musclelab.checkpoint_meta import add_to_checkpoint
 from musclelab.losses import build_loss, logits_to_labels
 from musclelab.metrics import body_composition, case_metrics
 from musclelab.models import build_model
@@ -127,6 +128,10 @@ class SegmentationTask(pl.LightningModule):
             values = np.array([r[key] for r in self.test_rows], dtype=float)
             if np.isfinite(values).any():
                 self.log(f"test/{key}", float(np.nanmean(values)), sync_dist=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make every checkpoint self-describing for inference (:mod:`musclelab.checkpoint_meta`)."""
+        add_to_checkpoint(checkpoint, self.hparams)
 
     def configure_optimizers(self) -> Any:
         cfg = dict(self.hparams.optim or {"name": "adam", "lr": 1e-3})
