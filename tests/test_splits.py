@@ -1,6 +1,7 @@
 """Patient-level splits: no leakage, k-fold coverage, nested subsets, determinism, clear errors."""
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from musclelab.data.splits import first_n, holdout_split, kfold_split, nested_subsets
@@ -48,3 +49,101 @@ def test_nested_subsets_contain_smaller_ones_and_draws_differ() -> None:
 def test_bad_split_settings_name_the_field(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- kfold_val: McSweeney 2022's fixed test set + rotating validation folds ---------------------------------
+
+from musclelab.data.splits import (check_split_name, check_study_splits, fixed_test_set, kfold_val_split,  # noqa: E402
+                                   make_splits, observer_patients, split_manifest)
+
+
+def test_kfold_val_keeps_the_test_set_and_rotates_validation() -> None:
+    test = fixed_test_set(PATIENTS, "fraction", seed=0, test_fraction=0.2)
+    assert len(test) == 8
+    validated = []
+    for fold in range(4):
+        s = make_splits(PATIENTS, split="kfold_val", seed=0, test_fraction=0.2, n_folds=4, fold=fold)
+        assert s["test"] == test  # identical for every fold
+        assert not set(s["train"]) & set(s["val"]) and not (set(s["train"]) | set(s["val"])) & set(test)
+        assert set(s["train"]) | set(s["val"]) | set(test) == set(PATIENTS)
+        assert len(s["val"]) == 8 and len(s["train"]) == 24  # one fold of the 32 others validates
+        validated += s["val"]
+    assert sorted(validated) == sorted(set(PATIENTS) - set(test))  # every non-test patient validates once
+
+
+def test_fixed_test_set_from_ids_and_observers() -> None:
+    assert fixed_test_set(PATIENTS, "patients", 0, test_patients=["p003", "p001"]) == ["p001", "p003"]
+    with pytest.raises(ValueError, match="not in the data: nobody"):
+        fixed_test_set(PATIENTS, "patients", 0, test_patients=["nobody"])
+    meta = pd.DataFrame({"patient_id": PATIENTS, "has_observers": [i >= 30 for i in range(40)]})
+    observed = observer_patients(meta, {"observer_1": object()})
+    assert observed == PATIENTS[30:]
+    assert fixed_test_set(PATIENTS, "observers", 0, observer_patients=observed) == PATIENTS[30:]
+    assert observer_patients(meta, None) == []
+    with pytest.raises(ValueError, match="no case of the data set has observer annotations"):
+        fixed_test_set(PATIENTS, "observers", 0, observer_patients=[])
+    with pytest.raises(ValueError, match="puts all 40 patients in the test set"):
+        fixed_test_set(PATIENTS, "observers", 0, observer_patients=PATIENTS)
+    with pytest.raises(ValueError, match="data.test_set must be one of fraction, patients, observers"):
+        fixed_test_set(PATIENTS, "random", 0)
+
+
+def test_old_kfold_name_fails_naming_the_new_ones() -> None:
+    with pytest.raises(ValueError, match="data.split=kfold was renamed: use data.split=kfold_test .*kfold_val"):
+        check_split_name("kfold")
+    with pytest.raises(ValueError, match="data.split must be one of holdout, kfold_val, kfold_test"):
+        check_split_name("loo")
+    # kfold_test is the old behaviour, number for number
+    assert make_splits(PATIENTS, split="kfold_test", seed=0, val_fraction=0.1, n_folds=4, fold=2) == \
+        kfold_split(PATIENTS, 4, 2, 0.1, 0)
+
+
+def _study_manifests(sizes=(2, 4, 8), folds=(0, 1), draws=(0, 1)) -> pd.DataFrame:
+    """The manifests a kfold_val study of the phantom writes, one per (fold, draw, n), via the datamodule."""
+    from musclelab.data.datamodule import SegmentationDataModule
+
+    frames = []
+    for fold in folds:
+        for draw in draws:
+            for n in sizes:
+                dm = SegmentationDataModule("phantom", img_size=32, source={"n_cases": 20}, split="kfold_val",
+                                            test_fraction=0.2, fold=fold, n_train=n, subset_draw=draw)
+                dm.setup()
+                frames.append(dm.manifest.assign(run=f"f{fold}-d{draw}-n{n}", fold=fold, subset_draw=draw, n_train=n))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_study_manifests_show_fixed_test_and_nested_subsets() -> None:
+    m = _study_manifests()
+    assert check_study_splits(m) == []
+    one = m[m.run == "f0-d0-n4"]
+    train = one[one.split == "train"]
+    assert len(train) == 4 and sorted(train["order"]) == list(range(4))  # subset = order < n
+    assert (one.loc[one.split == "unused", "order"] >= 4).all()
+    assert one.loc[one.split.isin(["val", "test"]), "order"].isna().all()
+    # a broken study is caught: another test set, and a non-nested subset
+    bad = m.copy()
+    bad.loc[(bad.run == "f1-d1-n8") & (bad.split == "test"), "case_id"] = "other"
+    swap = (bad.run == "f0-d0-n2") & (bad.split == "train")
+    bad.loc[swap, "patient_id"] = "intruder"
+    problems = check_study_splits(bad)
+    assert any("test cases differ" in p for p in problems)
+    assert any("fold 0, draw 0: the n_train=2 subset is not inside the n_train=4 subset" in p for p in problems)
+
+
+def test_manifest_without_order() -> None:
+    meta = pd.DataFrame({"case_id": ["a", "b"], "patient_id": ["a", "b"]})
+    m = split_manifest({"test": ["a"]}, meta)
+    assert list(m.columns) == ["case_id", "patient_id", "split", "order"] and m["order"].isna().all()
+
+
+def test_phantom_observer_cases_become_the_test_set() -> None:
+    from musclelab.data.datamodule import SegmentationDataModule
+
+    dm = SegmentationDataModule("phantom", img_size=32, split="kfold_val", test_set="observers", n_folds=2,
+                                source={"n_cases": 10, "n_observers": 1, "observer_cases": 3})
+    dm.setup()
+    test = dm.manifest[dm.manifest.split == "test"]
+    assert sorted(test["patient_id"]) == sorted(dm.datasets["test"].slices.meta["patient_id"])
+    assert len(test) == 3 and dm.datasets["test"].slices.meta["has_observers"].all()
+    assert not dm.datasets["train"].slices.meta["has_observers"].any()
