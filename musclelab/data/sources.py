@@ -241,8 +241,10 @@ def _reader_source(name: str) -> SourceFn:
 
 def _reader_observers(reader, pool: SliceSet, img_size: int) -> dict[str, np.ndarray] | None:
     """Extra annotators' masks of single-slice cases (an L3 folder's ``observers/<name>/<id>.*``), resized like
-    the cached slices; None when no case has them. Only observers who annotated every case are kept, so each
-    observer is compared on the same slices."""
+    the cached slices; None when no case has them. Only observers who annotated every annotated case are kept,
+    so each observer is compared on the same slices. When only some cases were annotated (the paper's observers
+    contoured its test images only), the others get empty masks and ``pool.meta["has_observers"]`` marks which
+    are real (``data.test_set=observers`` tests on exactly those)."""
     refs = {r.case_id: r for r in reader.scan() if r.observers}
     if not refs:
         return None
@@ -250,14 +252,22 @@ def _reader_observers(reader, pool: SliceSet, img_size: int) -> dict[str, np.nda
 
     names = set.intersection(*(set(r.observers) for r in refs.values()))
     per_name: dict[str, list[np.ndarray]] = {n: [] for n in sorted(names)}
+    has: list[bool] = []
     for source_id, slice_index in zip(pool.meta["source_case_id"], pool.meta["slice_index"]):
         ref = refs.get(str(source_id))
-        if ref is None or not names:
+        if not names:
             return None
+        has.append(ref is not None)
+        if ref is None:  # not annotated by the observers: an empty mask, marked in meta
+            for n in per_name:
+                per_name[n].append(np.zeros(pool.labels.shape[1:], np.uint8))
+            continue
         masks = reader.observer_masks(ref)
         for n in per_name:
             mask = masks[n] if masks[n].ndim == 2 else masks[n][int(slice_index)]
             per_name[n].append(resize_labels(mask[None], img_size)[0])
+    if not all(has):
+        pool.meta["has_observers"] = has
     return {n: np.stack(v) for n, v in per_name.items()} if per_name else None
 
 

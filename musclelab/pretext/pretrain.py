@@ -33,7 +33,7 @@ TRUNK_FILE = "trunk.pt"
 MANIFEST = "pretext.json"
 # data settings that decide which slices the pretext task sees and how they look
 DATA_KEYS = ("name", "root", "img_size", "source", "window", "channels", "split", "val_fraction",
-             "test_fraction", "n_folds", "fold", "split_seed")
+             "test_fraction", "test_set", "test_patients", "n_folds", "fold", "split_seed")
 
 
 def trunk_for(model_name: str) -> str:
