@@ -141,7 +141,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{p} is not a musclelab checkpoint: it holds Python objects that safe loading refuses "
                           f"({first[:160]}); use a best.ckpt written by `musclelab train`") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # torch raises RuntimeError, EOFError, KeyError, ... for non-checkpoint files
         raise ConfigError(f"{p} is not a PyTorch checkpoint ({type(err).__name__}: "
                           f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else 'unreadable'}); "
                           "give a .ckpt written by `musclelab train`") from None
