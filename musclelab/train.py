@@ -24,6 +24,7 @@ from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.labels import check_labels_early
 from musclelab.data.sources import SOURCES, SliceSet
 from musclelab.errors import ConfigError
+from musclelab.evaluation.volume_from_slices import check_level, level_rows, summarize_levels
 from musclelab.io import atomic_write_json, atomic_write_text
 from musclelab.loggers import LOGGERS, build_logger, finish_wandb
 from musclelab.losses import LOSSES
@@ -163,6 +164,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> SegmentationDataModule:
         atomic_write_text(run_dir / "config_resolved.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
         dm = build_datamodule(cfg)
         dm.setup("fit")
+        check_level(cfg.eval.get("level", "slice"), dm.volumes is not None, cfg.data.name)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as err:
         if isinstance(err, ConfigError):
             raise
@@ -250,7 +252,9 @@ def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule
     )
     model = SegmentationTask.load_from_checkpoint(str(best), map_location="cpu")
     tester.test(model, datamodule=dm, verbose=False)
-    return _write_test_outputs(run_dir, dm, model.test_rows, model.test_examples, model.class_names,
+    rows = level_rows(cfg.eval.get("level", "slice"), model.test_rows, model, dm, run_dir,
+                      bool(cfg.eval.get("save_volumes", False)))  # eval.level: slice rows and/or 3D volume rows
+    return _write_test_outputs(run_dir, dm, rows, model.test_examples, model.class_names,
                                model.test_forward_s, str(best), logger)
 
 
@@ -277,10 +281,12 @@ def _write_test_outputs(run_dir: Path, dm: SegmentationDataModule, case_rows: li
     ``test_overlay.png``; returns the mean test metrics for ``run_status.json``."""
     rows = pd.DataFrame(case_rows)
     atomic_write_text(run_dir / "test_cases.csv", rows.to_csv(index=False))
-    summary = summarize(rows.drop(columns=["case_id"]))
-    ms_per_slice = 1000.0 * forward_s / max(1, len(rows))
+    summary, by_level = summarize_levels(rows)
+    n_slices = int((rows["level"] == "slice").sum()) if "level" in rows else len(rows)
+    ms_per_slice = 1000.0 * forward_s / max(1, n_slices or len(dm.datasets["test"]))
     atomic_write_json(run_dir / "test_summary.json", {"checkpoint": checkpoint, "n_cases": len(rows),
-                                                      "inference_ms_per_slice": ms_per_slice, "metrics": summary})
+                                                      "inference_ms_per_slice": ms_per_slice, "metrics": summary,
+                                                      **({"metrics_by_level": by_level} if by_level else {})})
     write_observer_agreement(dm.datasets["test"].slices, run_dir)
     scores = dict(zip(rows["case_id"], rows["dice"])) if "dice" in rows else None
     overlay = plot_overlays(examples, class_names, run_dir / "test_overlay.png", scores)

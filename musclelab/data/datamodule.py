@@ -11,7 +11,7 @@ import torch
 from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset
 
-from musclelab.data.augment import build_augmentation
+from musclelab.data.augment import build_augmentation, split_repeats
 from musclelab.data.sources import SliceSet, load_source
 from musclelab.data.splits import (SPLITS, check_split_name, first_n, make_splits, observer_patients,  # noqa: F401
                                     split_manifest)
@@ -24,16 +24,18 @@ class SliceDataset(Dataset):
     ``case_id`` str, and for evaluation sets (no augmentation) ``hu`` (H,W) float HU. Augmentation, when given, is re-seeded per item from torch's RNG so runs repeat exactly
     (the DataLoader seeds torch per worker and epoch from the run seed)."""
 
-    def __init__(self, slices: SliceSet, window: str, channels: int, augment: Any = None) -> None:
+    def __init__(self, slices: SliceSet, window: str, channels: int, augment: Any = None, repeats: int = 1) -> None:
         self.slices = slices
+        self.repeats = repeats  # each slice served this many times per epoch (differently augmented)
         self.window = window
         self.channels = channels
         self.augment = augment
 
     def __len__(self) -> int:
-        return len(self.slices)
+        return len(self.slices) * self.repeats
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        i = i % len(self.slices)
         # windowed per item: cached images are memory-mapped and may not fit in memory as float32
         image = torch.from_numpy(apply_window(self.slices.images[i:i + 1], self.window, self.channels)[0])
         label = torch.from_numpy(self.slices.labels[i].astype(np.int64))
@@ -101,6 +103,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.manifest: pd.DataFrame | None = None
         self.class_names: tuple[str, ...] = ()
         self.train_pool: SliceSet | None = None
+        self.volumes = None
 
     def setup(self, stage: str | None = None) -> None:
         """Load the source and split it (idempotent: later calls reuse the first)."""
@@ -108,6 +111,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             return
         data = load_source(self.name, self.img_size, self.source_params, self.root, self.cache_dir, self.labels)
         pool = data.pool
+        self.volumes = data.volumes  # whole volumes for volume-level scoring (None for slice-only sources)
         patients = pool.meta["patient_id"].tolist()
         splits = make_splits(
             patients, split=self.split, seed=self.split_seed, val_fraction=self.val_fraction,
@@ -128,9 +132,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             + [split_manifest({"unused": unused}, pool.meta, order)], ignore_index=True
         )
         self.class_names = pool.class_names
-        aug = build_augmentation(**self.augment_params)
+        aug_params, repeats = split_repeats(self.augment_params)
+        aug = build_augmentation(**aug_params)
         self.datasets = {
-            "train": SliceDataset(parts["train"], self.window, self.channels, aug),
+            "train": SliceDataset(parts["train"], self.window, self.channels, aug, repeats),
             "val": SliceDataset(parts["val"], self.window, self.channels),
             "test": SliceDataset(parts["test"], self.window, self.channels),
         }

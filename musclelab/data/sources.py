@@ -8,11 +8,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from musclelab.registry import Registry
+
+if TYPE_CHECKING:
+    from musclelab.data.source_volumes import SourceVolumes
 
 
 class RowView:
@@ -108,6 +112,8 @@ class SourceData:
 
     pool: SliceSet
     external_test: SliceSet | None = None
+    # whole volumes of the pool's patients for volume-level scoring of 2D models (data/source_volumes.py)
+    volumes: "SourceVolumes | None" = None
 
 
 SourceFn = Callable[..., SourceData]
@@ -297,3 +303,6 @@ def load_source(name: str, img_size: int, params: dict, root: str | None = None,
     from musclelab.data.labels import apply_to_source
 
     return apply_to_source(fn(**{k: v for k, v in supplied.items() if k in signature}, **params), labels)
+
+
+from musclelab.data import lumbar_source  # noqa: E402,F401  (registers lumbar_phantom; needs SOURCES above)

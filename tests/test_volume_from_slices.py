@@ -1,0 +1,120 @@
+"""Volume-level scoring of 2D models: stacking slice predictions, 3D scores with the true slice thickness,
+the L3 slice alone, relabelled volumes, and the lumbar phantom that provides them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musclelab.data.source_volumes import SourceVolumes, WholeVolume
+from musclelab.errors import ConfigError
+from musclelab.evaluation.volume_from_slices import (
+    check_level,
+    evaluate_volumes,
+    score_volume,
+    stack_slices,
+)
+
+NAMES = ("background", "muscle")
+
+
+def _box(shift: int = 0) -> np.ndarray:
+    vol = np.zeros((10, 12, 12), np.uint8)
+    vol[2 + shift:6 + shift, 3:7, 4:8] = 1          # a 4 x 4 x 4 voxel box
+    return vol
+
+
+def test_stack_puts_slices_back_at_their_index() -> None:
+    vol = np.random.default_rng(0).integers(0, 3, (5, 4, 4)).astype(np.uint8)
+    order = [3, 0, 4, 1, 2]
+    np.testing.assert_array_equal(stack_slices([vol[k] for k in order], order, 5), vol)
+    with pytest.raises(ValueError, match=r"missing \[2\]"):
+        stack_slices([vol[k] for k in (0, 1, 3, 4)], [0, 1, 3, 4], 5)
+    with pytest.raises(ValueError, match="repeated"):
+        stack_slices([vol[k] for k in (0, 1, 1, 3, 4)], [0, 1, 1, 3, 4], 5)
+
+
+def test_known_volume_scores_one_against_itself() -> None:
+    rows = score_volume(_box(), _box(), (3.0, 0.8, 0.8), NAMES, l3_index=3)
+    vol, l3 = rows
+    assert vol["level"] == "volume" and l3["level"] == "l3_slice"
+    for r in rows:
+        assert r["dice"] == r["recall"] == r["precision"] == 1.0
+        assert r["hd"] == r["hd95"] == r["assd"] == 0.0
+
+
+def test_shifted_copy_scores_the_hand_computed_value_with_the_slice_thickness() -> None:
+    # shifted one slice along z: overlap 3 x 4 x 4 = 48 of 64 voxels each -> Dice = recall = precision = 0.75
+    vol, l3 = score_volume(_box(1), _box(), (3.0, 0.8, 0.8), NAMES, l3_index=2)
+    assert vol["dice"] == pytest.approx(0.75) and vol["recall"] == pytest.approx(0.75)
+    assert vol["precision"] == pytest.approx(0.75)
+    assert vol["hd"] == pytest.approx(3.0)          # one slice = the 3 mm slice thickness, not one voxel
+    # slice 2 holds the target's first slice but no prediction: 0 on the L3 slice alone
+    assert l3["dice"] == 0.0 and l3["spacing_z_mm"] == 3.0
+    assert score_volume(_box(1), _box(), (1.0, 0.8, 0.8), NAMES)[0]["hd"] == pytest.approx(1.0)
+
+
+def _three_class_volume() -> WholeVolume:
+    label = np.zeros((6, 16, 16), np.uint8)
+    label[1:5, 2:6, 2:6] = 1
+    label[0:6, 9:13, 9:13] = 2
+    image = np.where(label > 0, 100.0, -1000.0).astype(np.float32)
+    return WholeVolume("v0", "p0", image, label, (5.0, 1.0, 1.0), l3_index=2)
+
+
+def test_every_slice_is_predicted_stacked_and_scored_after_relabelling() -> None:
+    calls = []
+
+    def predict(x: np.ndarray) -> np.ndarray:   # "segments" anything bright as class 1
+        calls.append(len(x))
+        return (x[:, 0] > 0.5).astype(np.uint8)
+
+    vols = SourceVolumes(lambda pid: [_three_class_volume()], ("background", "a", "b"))
+    sub = vols.with_labels(["b"])                       # keep structure b only, as class 1
+    assert sub.class_names == ("background", "b")
+    rows = evaluate_volumes(predict, sub, ["p0"], "abdomen", 1, sub.class_names, batch_size=4)
+    assert sum(calls) == 6 and calls == [4, 2]           # all 6 slices, in batches of 4
+    vol, l3 = rows
+    # prediction = a and b; truth = b only: b has 6*16 voxels, a 4*16 -> precision 96/160, Dice 192/256
+    assert vol["case_id"] == "v0" and vol["precision"] == pytest.approx(96 / 160)
+    assert vol["recall"] == 1.0 and vol["dice"] == pytest.approx(2 * 96 / (160 + 96))
+    assert l3["precision"] == pytest.approx(16 / 32)
+
+
+def test_level_errors() -> None:
+    assert check_level("both", True) == "both"
+    with pytest.raises(ConfigError, match="eval.level must be one of slice, volume, both"):
+        check_level("3d")
+    with pytest.raises(ConfigError, match="serves slices only"):
+        check_level("volume", False, "phantom")
+
+
+def test_lumbar_phantom_volumes_and_shape_changes() -> None:
+    from musclelab.phantoms.lumbar import CLASS_NAMES, generate_lumbar_volume
+
+    a, b = generate_lumbar_volume(3, size=48), generate_lumbar_volume(3, size=48)
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.label, b.label)
+    assert a.label.shape == a.image.shape and a.spacing[0] == 7.5 and 0 < a.l3_index < len(a.label) - 1
+    area = np.stack([(a.label == k).sum(axis=(1, 2)) for k in range(1, len(CLASS_NAMES))], axis=1)
+    esm, ql, psoas, obl, rect = area.T
+    assert (esm > 0).all() and (rect > 0).all()                   # ESM and rectus on every slice
+    assert ql[0] == 0 and ql[-1] == 0 and ql[a.l3_index] > 0       # QL absent at both ends
+    assert psoas[-1] == 0 and psoas[0] > psoas[a.l3_index] > 0     # psoas grows caudally
+    assert (obl == 0).any() and (obl > 0).any()                    # obliques absent on some slices
+    assert ql.max() < esm.max() / 2                                # QL thin next to the ESM
+
+
+def test_lumbar_source_serves_slices_and_relabelled_volumes() -> None:
+    from musclelab.data.sources import load_source
+
+    data = load_source("lumbar_phantom", 32, {"n_volumes": 2, "thickness_mm": 15.0},
+                       labels=["quadratus_lumborum", "erector_spinae"])
+    meta = data.pool.meta
+    assert meta["is_l3"].sum() == 2 and set(meta["patient_id"]) == {"lumbar-a-0000", "lumbar-a-0001"}
+    vol = data.volumes.load("lumbar-a-0001")[0]
+    rows = meta[meta["patient_id"] == "lumbar-a-0001"]
+    np.testing.assert_array_equal(vol.label[rows["slice_index"].to_numpy()],
+                                  data.pool.labels[rows.index.to_numpy()])
+    assert data.volumes.class_names == data.pool.class_names == ("background", "quadratus_lumborum",
+                                                                   "erector_spinae")
+    assert vol.spacing[0] == 15.0 and set(np.unique(vol.label)) == {0, 1, 2}
