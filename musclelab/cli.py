@@ -92,7 +92,8 @@ def run_phantom(args: list[str]) -> None:
                                 "slices with muscle masks (--kind l3) or abdominal volumes with liver/tumour labels "
                                 "in the LiTS layout (--kind abdomen).")
     p.add_argument("--out", required=True, type=Path, help="new (or empty) output directory")
-    p.add_argument("--kind", default="l3", choices=("l3", "abdomen"), help="l3: L3 slices; abdomen: 3D liver CT")
+    p.add_argument("--kind", default="l3", choices=("l3", "abdomen", "thigh"),
+                   help="l3: L3 slices; abdomen: 3D liver CT; thigh: hip-to-knee CT, 30 classes (MSD layout)")
     p.add_argument("--n", type=int, default=50, help="number of cases (l3: one slice each; abdomen: volumes)")
     p.add_argument("--site", default=None, help=f"acquisition site (l3: {'|'.join(sorted(SITES))}, default a; "
                    f"abdomen: {'|'.join(LIVER_SITES)}, default lits)")
@@ -101,6 +102,16 @@ def run_phantom(args: list[str]) -> None:
     ns = p.parse_args(args)
     known = sorted(SITES) if ns.kind == "l3" else list(LIVER_SITES)
     site = ns.site or ("a" if ns.kind == "l3" else "lits")
+    if ns.kind == "thigh":
+        from musclelab.phantoms.thigh import write_thigh_dataset
+
+        try:  # one site; --size is the in-plane size (48 slices at the CPU default 64)
+            out = write_thigh_dataset(ns.out, n=ns.n, size=ns.size, seed=ns.seed)
+        except (FileExistsError, ValueError) as err:
+            raise SystemExit(f"musclelab phantom: error: {err}") from None
+        print(f"wrote {ns.n} thigh phantom volumes (MSD layout) to {out}; train on them with "
+              f"data=msd data.spatial_dims=3 data.root={out}")
+        return
     if site not in known:
         raise SystemExit(f"musclelab phantom: error: unknown site '{site}' for --kind {ns.kind}; known sites: "
                          f"{', '.join(known)}")
