@@ -67,6 +67,13 @@ CASE_COLUMNS = ["case_id", "dsc", "rms_dta_cm", "sma_pred", "sma_true", "sma_dif
 DUNNETT_COLUMNS = ["metric", "n_train", "init", "n", "mean", "control", "control_mean", "diff", "statistic",
                    "p_value", "ci_low", "ci_high"]
 ALPHA = 0.05
+RMS_DTA_NOTE = (
+    "**RMS-DTA** is the root mean square of the pooled symmetric surface distances: every boundary point of the "
+    "prediction and of the reference contributes its distance (mm, in physical spacing) to the nearest point of "
+    "the other boundary, and the RMS is taken over both sets together; reported in cm. The paper's equation 4 "
+    "is garbled (it squares the difference of the two directed distances of one point, which is zero for a "
+    "point-to-nearest-point distance taken both ways, and averages over the predicted boundary only), so we use "
+    "the standard symmetric definition (`musclelab.metrics.surface.rms_dta`).")
 
 
 def detect(study_dir: str | Path) -> bool:
@@ -328,6 +335,9 @@ class McSweeneyResult:
     dunnett: dict[str, pd.DataFrame]  # "dsc", "rms", "sma", "smd" -> long form
     sources: dict[str, Counter]
     notes: list[str] = field(default_factory=list)
+    mann_whitney: pd.DataFrame = field(default_factory=pd.DataFrame)  # Appendix C, long form (RMS-DTA)
+    findings: list = field(default_factory=list)  # report.findings.Finding, from mcsweeney_findings
+    split_lines: list[str] = field(default_factory=list)  # the split design as the manifests show it
 
 
 def analyze(study_dir: str | Path, rng: int = 0) -> McSweeneyResult:
@@ -345,9 +355,14 @@ def analyze(study_dir: str | Path, rng: int = 0) -> McSweeneyResult:
     if obs is None:
         notes.append("no observers.csv in any complete run: no observer band, and the Dunnett tests against "
                      "the observers (Table 1) are skipped")
+    from . import mcsweeney_findings as mf
+
+    mwu = mf.mann_whitney_table(cases)
     return McSweeneyResult(study=study, cases=cases, excluded=excluded, observers=obs,
                            summary=summarize_groups(cases, study.missing), band=observer_band(obs),
-                           dunnett=dunnett, sources=sources, notes=notes)
+                           dunnett=dunnett, sources=sources, notes=notes, mann_whitney=mwu,
+                           findings=mf.mcsweeney_findings(cases, dunnett, mwu),
+                           split_lines=mf.split_design(mf.load_manifests(study.root, study.used)))
 
 
 # ---------------------------------------------------------------------------------------------------- figures
@@ -604,6 +619,14 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
              f"Study directory: `{st.root}`" + (f" · data: {', '.join(datasets)}" if datasets else "")
              + (f" · model: {', '.join(models)}" if models else ""), "",
              "## Summary", "", summary_paragraph(res), ""]
+    from .findings import findings_markdown
+    from .mcsweeney_findings import mwu_markdown
+
+    lines += [findings_markdown(res.findings, intro=(
+        "Each claim of the paper, what these runs measured, and whether the direction agrees (computed from "
+        "the runs; Mann–Whitney tests pool per-case values over runs, as the paper pools its 16 models, so "
+        "their p-values describe rather than confirm).")), ""]
+    lines += ["## Split design", "", *res.split_lines, ""]
     lines += _runs_md(res)
     src = {m: ", ".join(f"`{k}`" for k in c) or "–" for m, c in res.sources.items()}
     lines += ["## Results per group", "",
@@ -638,11 +661,16 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
               "test cases (each case once), one family per n. Rows: init; columns: n.", "",
               "**SMA**", "", pvalue_markdown(res.dunnett["sma"]), "",
               "**SMD**", "", pvalue_markdown(res.dunnett["smd"]), ""]
+    lines += ["## Appendix C: inter-model Mann–Whitney U tests (RMS-DTA)", "",
+              "Two-sided p-values of each pair of inits at each n (SciPy `mannwhitneyu`, pooled per-case "
+              "RMS-DTA values); long form in `mannwhitney_rms.csv`.", "", *mwu_markdown(res.mann_whitney, format_p)]
+    lines += ["## Metric definitions", "", RMS_DTA_NOTE, ""]
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
     lines += ["## Files", "",
               "`summary.csv` (one row per (init, n)), `runs.csv` (every run directory and its status), "
               "`dunnett_dsc.csv`, `dunnett_rms.csv`, `dunnett_sma.csv`, `dunnett_smd.csv` (long form), "
+              "`findings.csv` (the findings above), `mannwhitney_rms.csv` (Appendix C, long form), "
               "`fig_dsc.png`, `fig_rms.png`, `fig_sma_smd.png`.", ""]
     return "\n".join(lines)
 
@@ -656,6 +684,10 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None, rng: int = 0
     atomic_write_text(out / "runs.csv", res.study.runs.to_csv(index=False))
     for key, df in res.dunnett.items():
         atomic_write_text(out / f"dunnett_{key}.csv", df.to_csv(index=False))
+    from .findings import write_findings
+
+    write_findings(res.findings, out)
+    atomic_write_text(out / "mannwhitney_rms.csv", res.mann_whitney.to_csv(index=False))
     figures = {"dsc": "fig_dsc.png", "rms": "fig_rms.png", "sma_smd": "fig_sma_smd.png"}
     plot_dsc(res.summary, res.band, out / figures["dsc"])
     plot_rms(res.summary, res.band, out / figures["rms"])
