@@ -213,6 +213,16 @@ def assd(pred: ArrayLike, target: ArrayLike, spacing: Spacing) -> float:
 def rms_dta(pred: ArrayLike, target: ArrayLike, spacing: Spacing) -> float:
     """RMS distance to agreement in mm: ``sqrt(mean(d²))`` over the pooled symmetric surface distances.
 
-    Definition of McSweeney et al. 2022; penalises large boundary errors more than ASSD.
+    ``d`` are the distances (mm, using ``spacing``) from every boundary pixel of ``pred`` to the nearest boundary
+    pixel of ``target`` *and* from every boundary pixel of ``target`` to the nearest of ``pred``, pooled into one
+    set (as ASSD pools them for the mean). It penalises large boundary errors more than ASSD.
+
+    Why this definition: McSweeney et al. 2022 (eq. 4) write ``sqrt(1/K Σ_k [d(Ŷ_k, Y_k) − d(Y_k, Ŷ_k)]²)`` with
+    ``K`` points on the predicted boundary. As printed it is garbled: with ``d`` a point-to-nearest-point
+    distance the two terms of one point are the same quantity taken both ways, so their difference is 0 (or
+    undefined for the nearest-point pairing), and summing over the predicted boundary only ignores reference
+    contour the prediction misses. The usual RMS surface distance (the symmetric, pooled one above) is what the
+    name and the paper's text ("a distance metric between predicted and gold-standard boundaries") describe, so
+    it is what we report; it cannot be checked against the paper's numbers without their code.
     """
     return surface_metrics(pred, target, spacing)["rms_dta"]
