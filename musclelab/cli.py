@@ -8,6 +8,8 @@
   prefix cache, forgetting matrix and backward transfer.
 * ``musclelab pretrain init=autoencoder|jigsaw [overrides]`` — run (or reuse) the cached pretext stage alone.
 * ``musclelab report <study dir> [--out DIR]`` — the paper's tables and figures from finished runs.
+* ``musclelab predict <run dir or checkpoint> <input> --out DIR`` — a trained model on new scans (DICOM, NIfTI,
+  NRRD): masks in each scan's geometry, predictions.csv with areas/volumes, HU, SMA/SMD/SMI, overlays.
 * ``musclelab data verify <dataset> --root DIR [overrides]`` — integrity checks; exits 1 on errors.
 * ``musclelab data prepare <dataset> --root DIR [overrides]`` — build the 2D slice cache training will use.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-SUBCOMMANDS = ("train", "transfer", "pretrain", "report", "phantom", "data")
+SUBCOMMANDS = ("train", "transfer", "pretrain", "report", "phantom", "data", "predict")
 
 
 def config_dir() -> Path:
@@ -99,6 +101,8 @@ def run_phantom(args: list[str]) -> None:
                    f"abdomen: {'|'.join(LIVER_SITES)}, default lits)")
     p.add_argument("--size", type=int, default=128, help="pixels per side")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="nifti", help="l3 only: comma-separated image formats, nifti,dicom,nrrd "
+                   "(dicom/<id>.dcm and nrrd/<id>.nrrd next to images/ NIfTI; e.g. for musclelab predict)")
     ns = p.parse_args(args)
     known = sorted(SITES) if ns.kind == "l3" else list(LIVER_SITES)
     site = ns.site or ("a" if ns.kind == "l3" else "lits")
@@ -118,6 +122,9 @@ def run_phantom(args: list[str]) -> None:
     try:
         if ns.kind == "l3":
             out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=site, seed=ns.seed)
+            from musclelab.data.export import export_phantom_formats
+
+            export_phantom_formats(out, [f.strip() for f in ns.format.split(",") if f.strip()])
         else:
             out = write_abdomen_dataset(ns.out, n=ns.n, size=ns.size, site=site, seed=ns.seed)
     except (FileExistsError, ValueError) as err:
@@ -206,6 +213,13 @@ def run_transfer(args: list[str]) -> None:
     main_transfer(args)
 
 
+def run_predict(args: list[str]) -> None:
+    """``musclelab predict``: see :mod:`musclelab.predict`."""
+    from musclelab.predict import main_predict
+
+    main_predict(args)
+
+
 def run_report(args: list[str]) -> None:
     """``musclelab report <study dir>``: see :mod:`musclelab.report`."""
     from musclelab.report import main_report
@@ -223,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     cmd, rest = argv[0], argv[1:]
     {"train": run_train, "transfer": run_transfer, "pretrain": run_pretrain, "report": run_report, "phantom": run_phantom,
-     "data": run_data}[cmd](rest)
+     "data": run_data, "predict": run_predict}[cmd](rest)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from musclelab.registry import UnknownNameError
 
 P = PARAMS_FIELD  # config section of model parameters, e.g. "model.params"
 
-ALL_MODELS = ["fcn_resnet101", "fcn_resnet50", "paratranscnn", "smp", "swin_unetr", "unet", "unetr", "vnet"]
+ALL_MODELS = ["dynunet", "fcn_resnet101", "fcn_resnet50", "paratranscnn", "segresnet", "smp", "swin_unetr", "unet",
+              "unetr", "vnet"]
 
 # Small widths so the whole table runs in seconds on a 2-core CPU.
 SMALL: dict[str, dict[str, Any]] = {
@@ -191,8 +192,9 @@ def test_typo_gets_a_suggestion() -> None:
 
 
 def test_fixed_params_explained() -> None:
-    with pytest.raises(TypeError, match="2D"):
-        check_input_size("unet", 64, spatial_dims=3)
+    # the spatial dimensions come from the data (a keyword, not a model parameter); 2D-only models say so
+    with pytest.raises(ValueError, match="data.spatial_dims=2"):
+        check_input_size("smp", 64, spatial_dims=3)
     with pytest.raises(TypeError, match="logits"):
         check_input_size("smp", 64, activation="sigmoid")
 
