@@ -118,3 +118,16 @@ def test_lumbar_source_serves_slices_and_relabelled_volumes() -> None:
     assert data.volumes.class_names == data.pool.class_names == ("background", "quadratus_lumborum",
                                                                    "erector_spinae")
     assert vol.spacing[0] == 15.0 and set(np.unique(vol.label)) == {0, 1, 2}
+
+
+def test_predicted_volumes_are_written_as_nifti_with_the_slice_thickness(tmp_path) -> None:
+    from musclelab.outputs.nifti import load_nifti
+
+    vols = SourceVolumes(lambda pid: [_three_class_volume()], ("background", "a", "b"))
+    evaluate_volumes(lambda x: (x[:, 0] > 0.5).astype(np.uint8), vols, ["p0"], "abdomen", 1, vols.class_names,
+                     nifti_dir=tmp_path)
+    pred, spacing = load_nifti(tmp_path / "v0_pred.nii.gz")
+    label, _ = load_nifti(tmp_path / "v0_label.nii.gz")
+    assert pred.shape == (6, 16, 16) and np.allclose(spacing, (5.0, 1.0, 1.0))
+    np.testing.assert_array_equal(pred, _three_class_volume().label > 0)
+    np.testing.assert_array_equal(label, _three_class_volume().label)

@@ -11,8 +11,8 @@
 Every slice of a test volume is predicted, also those without any label, because a 2D model's false positives
 above and below the muscle count against it in 3D. Volumes come from the source
 (:class:`~musclelab.data.source_volumes.SourceVolumes`); scoring uses :func:`musclelab.metrics.case_metrics`;
-predicted masks are written as NIfTI through :func:`musclelab.outputs.nifti.save_nifti` when
-``eval.save_volumes`` is true.
+predicted masks (and their references) are written as NIfTI through :func:`musclelab.outputs.nifti.save_nifti`
+into ``test_volumes/`` when ``eval.save_volumes`` is true.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from musclelab.metrics import case_metrics, summarize
 
 LEVELS = ("slice", "volume", "both")
 VOLUME_DIR = "test_volumes"
+PRED_SUFFIX, LABEL_SUFFIX = "_pred.nii.gz", "_label.nii.gz"
 
 
 def check_level(level: str, has_volumes: bool | None = None, data_name: str = "") -> str:
@@ -91,8 +92,9 @@ def score_volume(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float],
 def evaluate_volumes(predict: Callable[[np.ndarray], np.ndarray], volumes: Any, patient_ids: Sequence[str],
                      window: str, channels: int, class_names: Sequence[str], batch_size: int = 16,
                      nifti_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Predict, stack and score every volume of ``patient_ids``; optionally write each predicted mask as
-    ``<nifti_dir>/<case_id>.nii.gz``. Returns ``volume`` and ``l3_slice`` rows with ``case_id`` first."""
+    """Predict, stack and score every volume of ``patient_ids``; with ``nifti_dir`` write each predicted mask and
+    its reference as ``<case_id>_pred.nii.gz`` / ``<case_id>_label.nii.gz`` there (so a report can merge the
+    masks of several runs). Returns ``volume`` and ``l3_slice`` rows with ``case_id`` first."""
     rows: list[dict[str, Any]] = []
     for pid in patient_ids:
         for vol in volumes.load(pid):
@@ -103,7 +105,8 @@ def evaluate_volumes(predict: Callable[[np.ndarray], np.ndarray], volumes: Any, 
             if nifti_dir is not None:
                 from musclelab.outputs.nifti import save_nifti
 
-                save_nifti(Path(nifti_dir) / f"{vol.case_id}.nii.gz", pred, spacing=vol.spacing)
+                save_nifti(Path(nifti_dir) / f"{vol.case_id}{PRED_SUFFIX}", pred, spacing=vol.spacing)
+                save_nifti(Path(nifti_dir) / f"{vol.case_id}{LABEL_SUFFIX}", vol.label, spacing=vol.spacing)
     return rows
 
 

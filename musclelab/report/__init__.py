@@ -20,7 +20,7 @@ from pathlib import Path
 
 from musclelab.errors import ConfigError
 
-from . import architectures, chains, mcsweeney
+from . import architectures, chains, kawamoto, mcsweeney
 from .runs import find_run_dirs
 
 __all__ = ["REPORTS", "ReportKind", "detect_kind", "main_report", "write_report"]
@@ -58,6 +58,18 @@ REPORTS: dict[str, ReportKind] = {
         detect=chains.detect,
         write=lambda study, out: chains.write(study, out),
     ),
+}
+
+# Kawamoto runs also carry init.name and data.n_train, so this kind is tried first
+REPORTS = {
+    kawamoto.KIND: ReportKind(
+        name=kawamoto.KIND,
+        description="label subsets trained alone vs with the erector spinae, Kawamoto et al. 2024 (runs with "
+                    "loss.name=kawamoto and at least two data.labels subsets)",
+        detect=kawamoto.detect,
+        write=lambda study, out: kawamoto.write(study, out),
+    ),
+    **REPORTS,
 }
 
 
