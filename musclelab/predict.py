@@ -423,9 +423,14 @@ def _height_for(case: InputCase, heights: dict[str, float], scan_height: float |
 
 
 def check_output_dir(input_path: Path, out: Path) -> None:
-    """Refuse an output folder inside the input folder (nothing is ever written there) or the input itself."""
+    """Refuse an output folder inside an input folder (nothing is ever written there), or a single input file as
+    the output folder."""
     src, dst = input_path.expanduser().resolve(), out.expanduser().resolve()
-    root = src if src.is_dir() else src.parent
+    if src.is_file():
+        if dst == src:
+            raise ConfigError(f"--out {out} is the input file: choose an output folder")
+        return
+    root = src
     if dst == root or root in dst.parents:
         raise ConfigError(f"--out {out} is inside the input folder {root}: choose a folder outside it "
                           "(predict never writes into the input)")

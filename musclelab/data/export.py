@@ -68,6 +68,7 @@ def write_dicom_slice(path: str | Path, hu: np.ndarray, spacing: Sequence[float]
     if rescale:
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = float(slope), float(intercept), "HU"
     ds.PixelData = np.ascontiguousarray(stored.astype("<i2")).tobytes()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(str(path), enforce_file_format=True)
     return Path(path)
 
