@@ -131,3 +131,19 @@ def test_predicted_volumes_are_written_as_nifti_with_the_slice_thickness(tmp_pat
     assert pred.shape == (6, 16, 16) and np.allclose(spacing, (5.0, 1.0, 1.0))
     np.testing.assert_array_equal(pred, _three_class_volume().label > 0)
     np.testing.assert_array_equal(label, _three_class_volume().label)
+
+
+def test_reader_sources_hand_over_their_volumes_on_the_slice_grid(tmp_path) -> None:
+    import fake_datasets as fake
+
+    from musclelab.data.sources import load_source
+
+    data = fake.make_fake_lits(tmp_path / "lits", n=2)
+    src = load_source("lits", 16, {"slices": "all"}, root=str(data.root), cache_dir=str(tmp_path / "cache"))
+    pid = str(src.pool.meta["patient_id"].iloc[0])
+    (vol,) = src.volumes.load(pid)
+    rows = src.pool.meta[src.pool.meta["patient_id"] == pid]
+    assert vol.image.shape == (len(rows), 16, 16) and vol.spacing[1:] == tuple(src.pool.spacing[rows.index[0]])
+    np.testing.assert_array_equal(vol.label[rows["slice_index"].to_numpy()], src.pool.labels[rows.index.to_numpy()])
+    np.testing.assert_allclose(vol.image[rows["slice_index"].to_numpy()], src.pool.images[rows.index.to_numpy()],
+                               atol=0.5)

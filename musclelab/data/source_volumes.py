@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -55,3 +56,33 @@ class SourceVolumes:
         if self.values is None:
             return out
         return [replace(v, label=relabel(v.label, self.values, len(self.source_class_names))) for v in out]
+
+
+def reader_volumes(reader: Any, img_size: int | None) -> SourceVolumes:
+    """The volumes of a reader-backed source (``data=<name> data.root=DIR``): each case of a patient decoded by
+    the reader and every slice resized in-plane exactly as the slice cache resizes them (same ``img_size``), so a
+    2D model sees the grid it was trained on; the z spacing is the scan's own. ``meta["l3_index"]`` of a case,
+    when its reader provides one, marks the L3 slice."""
+    from musclelab.data.preprocess import SlicePreprocess, case_to_slice_arrays
+
+    pre = SlicePreprocess(img_size=img_size, slices="all")
+    by_patient: dict[str, list[Any]] = {}
+    for ref in reader.scan():
+        by_patient.setdefault(str(ref.patient_id), []).append(ref)
+
+    def load(patient_id: str) -> list[WholeVolume]:
+        out = []
+        for ref in by_patient.get(patient_id, []):
+            case = reader.load(ref)
+            if case.label is None:
+                continue
+            images, labels, spacing, _ = case_to_slice_arrays(case, pre)
+            z = float(case.spacing[0]) if case.is_volume else float("nan")
+            l3 = case.meta.get("l3_index")
+            out.append(WholeVolume(case.case_id, case.patient_id, images, np.asarray(labels, np.uint8),
+                                   (z, float(spacing[0, 0]), float(spacing[0, 1])),
+                                   None if l3 is None else int(l3)))
+        return out
+
+    names = getattr(reader, "class_names", ())
+    return SourceVolumes(load, tuple(names() if callable(names) else names))

@@ -239,7 +239,9 @@ def _reader_source(name: str) -> SourceFn:
         pre = SlicePreprocess(img_size=img_size, slices=slices, margin=margin)
         pool = SliceCache.build_or_load(rdr, pre, cache_dir, name)
         pool.observers = _reader_observers(rdr, pool, img_size)
-        return SourceData(pool)
+        from musclelab.data.source_volumes import reader_volumes
+
+        return SourceData(pool, volumes=reader_volumes(rdr, img_size))  # whole volumes for eval.level=volume
 
     source.__doc__ = f"Data set '{name}' from data.root through the '{name}' reader and the slice cache."
     return source
