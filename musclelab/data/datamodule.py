@@ -12,7 +12,7 @@ from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.augment import build_augmentation, split_repeats
-from musclelab.data.sources import SliceSet, load_source
+from musclelab.data.sources import SliceSet, SourceData, load_source
 from musclelab.data.splits import (SPLITS, check_split_name, first_n, make_splits, observer_patients,  # noqa: F401
                                     split_manifest)
 from musclelab.data.windowing import apply_window
@@ -109,7 +109,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         """Load the source and split it (idempotent: later calls reuse the first)."""
         if self.datasets:
             return
-        data = load_source(self.name, self.img_size, self.source_params, self.root, self.cache_dir, self.labels)
+        data = self._load_source()
         pool = data.pool
         self.volumes = data.volumes  # whole volumes for volume-level scoring (None for slice-only sources)
         patients = pool.meta["patient_id"].tolist()
@@ -132,9 +132,17 @@ class SegmentationDataModule(pl.LightningDataModule):
             + [split_manifest({"unused": unused}, pool.meta, order)], ignore_index=True
         )
         self.class_names = pool.class_names
+        self.datasets = self._make_datasets(parts)
+
+    def _load_source(self) -> SourceData:
+        """The pool (and optional external test set) to split; the volume data module overrides this."""
+        return load_source(self.name, self.img_size, self.source_params, self.root, self.cache_dir, self.labels)
+
+    def _make_datasets(self, parts: dict[str, SliceSet]) -> dict[str, Dataset]:
+        """train/val/test datasets of the split parts; the volume data module overrides this."""
         aug_params, repeats = split_repeats(self.augment_params)
         aug = build_augmentation(**aug_params)
-        self.datasets = {
+        return {
             "train": SliceDataset(parts["train"], self.window, self.channels, aug, repeats),
             "val": SliceDataset(parts["val"], self.window, self.channels),
             "test": SliceDataset(parts["test"], self.window, self.channels),
