@@ -1,0 +1,182 @@
+"""Volumes for 3D training: preprocessing (resample to a target spacing, crop to the body), the in-memory view of
+a volume cache (:class:`VolumeSet`), and the way back to the source geometry for scoring and NIfTI output.
+
+Preprocessing as Kim et al. 2024: resample to ``data.spacing`` (mm per array axis ``(z, row, col)``; the paper's
+(1.5, 1.5, 2.0) mm in (x, y, z) is ``[2.0, 1.5, 1.5]`` here) with MONAI ``Spacing`` (image linear, label nearest;
+:func:`musclelab.data.preprocess.resample_volume`), then crop to the body foreground (HU > ``body_hu`` plus a
+margin; MONAI's ``generate_spatial_bounding_box``). HU stay HU (the window is applied when a patch is read, so a
+window change does not rebuild the cache).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from musclelab.data.case import Case
+
+BACKGROUND_HU = -1024.0
+
+
+@dataclass(frozen=True)
+class VolumePreprocess:
+    """How a source volume becomes a cached volume.
+
+    spacing: target mm per axis ``(z, row, col)`` or None (keep the source spacing); crop_foreground: crop to
+    the body (voxels above ``body_hu`` HU) with ``margin_mm`` around it.
+    """
+
+    spacing: tuple[float, float, float] | None = None
+    crop_foreground: bool = True
+    body_hu: float = -500.0
+    margin_mm: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.spacing is not None:
+            sp = tuple(float(s) for s in self.spacing)
+            if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
+                raise ValueError(f"data.spacing must be three positive numbers (z, row, col) in mm, got "
+                                 f"{list(self.spacing)}")
+            object.__setattr__(self, "spacing", sp)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "volume", **asdict(self), "spacing": list(self.spacing) if self.spacing else None}
+
+
+@dataclass
+class Preprocessed:
+    """A preprocessed case and what is needed to map predictions back to its source grid."""
+
+    case: Case
+    source_shape: tuple[int, int, int]
+    source_spacing: tuple[float, float, float]
+    resampled_shape: tuple[int, int, int]
+    crop_start: tuple[int, int, int]
+
+
+def check_volume_case(case: Case, where: str = "") -> None:
+    """One-line errors for what would break 3D training: not a volume, missing/zero spacing, shape mismatch."""
+    src = where or (str(case.files[0]) if case.files else case.case_id)
+    if case.image.ndim != 3:
+        raise ValueError(f"{src}: data.spatial_dims=3 needs volumes, but case '{case.case_id}' is "
+                         f"{case.image.ndim}D (shape {case.image.shape}); use data.spatial_dims=2 for slices")
+    sp = np.asarray(case.spacing, float)
+    if sp.shape != (3,) or not np.all(np.isfinite(sp)) or np.any(sp <= 0):
+        raise ValueError(f"{src}: case '{case.case_id}' has missing or zero voxel spacing {tuple(case.spacing)}; "
+                         "fix the file header (pixdim) — volumes cannot be resampled without it")
+    if case.label is not None and case.label.shape != case.image.shape:
+        raise ValueError(f"{src}: label shape {case.label.shape} differs from image shape {case.image.shape}")
+
+
+def preprocess_volume(case: Case, pre: VolumePreprocess) -> Preprocessed:
+    """Resample (``pre.spacing``) and crop to the body (``pre.crop_foreground``) one volume case."""
+    from musclelab.data.preprocess import resample_volume
+
+    check_volume_case(case)
+    source_shape = tuple(int(s) for s in case.image.shape)
+    source_spacing = tuple(float(s) for s in case.spacing)
+    out = resample_volume(case, pre.spacing) if pre.spacing is not None else case
+    resampled_shape = tuple(int(s) for s in out.image.shape)
+    start = (0, 0, 0)
+    if pre.crop_foreground:
+        from monai.transforms.utils import generate_spatial_bounding_box
+
+        margin = [int(np.ceil(pre.margin_mm / s)) for s in out.spacing]
+        body = (out.image > pre.body_hu)[None]
+        if body.any():
+            lo, hi = generate_spatial_bounding_box(body, margin=margin)
+            lo = [max(0, int(v)) for v in lo]
+            hi = [min(int(h), s) for h, s in zip(hi, resampled_shape)]
+            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+            label = out.label[sl] if out.label is not None else None
+            out = replace(out, image=np.ascontiguousarray(out.image[sl]),
+                          label=None if label is None else np.ascontiguousarray(label))
+            start = tuple(lo)
+    return Preprocessed(out, source_shape, source_spacing, resampled_shape, start)
+
+
+def to_source_geometry(pred: np.ndarray, resampled_shape: Sequence[int], crop_start: Sequence[int],
+                       source_shape: Sequence[int]) -> np.ndarray:
+    """A label map predicted on the cached grid (cropped, resampled) placed back into the full resampled grid
+    (background outside the crop) and resampled with nearest neighbour to the source grid ``source_shape``
+    (same physical extent)."""
+    import torch
+
+    full = np.zeros(tuple(int(s) for s in resampled_shape), dtype=np.uint8)
+    sl = tuple(slice(int(a), int(a) + int(n)) for a, n in zip(crop_start, pred.shape))
+    full[sl] = pred
+    if tuple(full.shape) == tuple(int(s) for s in source_shape):
+        return full
+    t = torch.from_numpy(full)[None, None].float()
+    back = torch.nn.functional.interpolate(t, size=tuple(int(s) for s in source_shape), mode="nearest-exact")
+    return back[0, 0].to(torch.uint8).numpy()
+
+
+@dataclass
+class VolumeSet:
+    """Cached volumes, opened lazily (memory-mapped on access, so memory does not grow with their number).
+
+    ``dirs``: the cache directory; ``meta``: one row per volume with ``case_id``, ``patient_id``, ``shape_*``,
+    ``spacing_*`` (cached grid), ``source_*`` geometry, ``crop_*`` and ``source_file`` (the image it came from,
+    for NIfTI output on its grid; empty for generated data); ``class_names``; ``raters``: names of extra
+    annotations stored per volume (the phantom's raters).
+    """
+
+    root: Path
+    meta: pd.DataFrame
+    class_names: tuple[str, ...]
+    raters: tuple[str, ...] = ()
+    observers: None = field(default=None, repr=False)   # slice-set compatibility: volumes carry raters instead
+
+    def __post_init__(self) -> None:
+        self.meta = self.meta.reset_index(drop=True)
+        for col in ("case_id", "patient_id"):
+            if col not in self.meta.columns:
+                raise ValueError(f"VolumeSet.meta needs a '{col}' column")
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def subset(self, index: np.ndarray) -> "VolumeSet":
+        return VolumeSet(self.root, self.meta.iloc[np.asarray(index, int)].reset_index(drop=True), self.class_names,
+                         self.raters)
+
+    def _load(self, kind: str, i: int) -> np.ndarray:
+        return np.load(self.root / kind / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
+
+    def image(self, i: int) -> np.ndarray:
+        """HU (int16, memory-mapped) of volume ``i`` on the cached grid."""
+        return self._load("images", i)
+
+    def label(self, i: int) -> np.ndarray:
+        return self._load("labels", i)
+
+    def source_label(self, i: int) -> np.ndarray:
+        """The reference label on the source grid (for metrics in the source geometry)."""
+        return self._load("source_labels", i)
+
+    def rater(self, name: str, i: int) -> np.ndarray:
+        """Rater ``name``'s label on the source grid."""
+        return np.load(self.root / "raters" / name / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
+
+    def class_indices(self, i: int) -> list[np.ndarray]:
+        """Per class, a random subsample of flat voxel indices of that class (for label-class patch sampling)."""
+        z = np.load(self.root / "indices" / f"{self.meta.at[i, 'case_id']}.npz")
+        return [z[f"c{k}"] for k in range(len(self.class_names))]
+
+    def spacing(self, i: int) -> tuple[float, float, float]:
+        r = self.meta.iloc[i]
+        return float(r["spacing_z_mm"]), float(r["spacing_row_mm"]), float(r["spacing_col_mm"])
+
+    def source_spacing(self, i: int) -> tuple[float, float, float]:
+        r = self.meta.iloc[i]
+        return float(r["source_spacing_z_mm"]), float(r["source_spacing_row_mm"]), float(r["source_spacing_col_mm"])
+
+    def geometry(self, i: int) -> dict[str, tuple[int, ...]]:
+        r = self.meta.iloc[i]
+        return {"resampled_shape": tuple(int(r[f"resampled_{a}"]) for a in "zyx"),
+                "crop_start": tuple(int(r[f"crop_{a}"]) for a in "zyx"),
+                "source_shape": tuple(int(r[f"source_{a}"]) for a in "zyx")}
