@@ -192,7 +192,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if not cfg.resume:  # a resumed run restores its (already transferred) weights from the checkpoint
         init = init_settings(cfg)
         if init["name"] in PRETEXT_TASKS and not (init.get("checkpoint") or init.get("weights_path")):
-            init["weights_path"] = str(pretrained_trunk(cfg, dm))
+            init["weights_path"] = str(pretrained_trunk(cfg, dm, run_dir))
         apply_init(task.net, init, run_dir, cfg.model.name)
     run_name, group = _sweep_group(run_dir)
     lparams = _params(cfg.logger)

@@ -520,11 +520,16 @@ _register(InitSpec(
     {"weights": "FCN_ResNet101_Weights.COCO_WITH_VOC_LABELS_V1", "weights_path": None, **_COMMON_DEFAULTS}, True,
     "torchvision COCO segmentation weights (backbone + head but the class layer)",
 ))
-for _pretext in ("autoencoder", "jigsaw"):
+for _pretext, _what, _trunk_prefixes in (
+    # the autoencoder transfers its whole FCN (encoder and decoder: every tensor whose name and shape match);
+    # a Lightning checkpoint keeps it under net.*, a pretrain file (save_trunk) at the top level
+    ("autoencoder", "encoder and decoder", ("net.",)),
+    ("jigsaw", "trunk", PRETEXT_TRUNK_PREFIXES),
+):
     _register(InitSpec(
         _pretext, _file_loader(_pretext), ("checkpoint", "weights_path", *_TRANSFER_KEYS),
         {"checkpoint": None, "weights_path": None, **_COMMON_DEFAULTS}, False,
-        f"trunk of a {_pretext} pretext run (run directory, .ckpt or state dict file)", PRETEXT_TRUNK_PREFIXES,
+        f"{_what} of a {_pretext} pretext run (run directory, .ckpt or state dict file)", _trunk_prefixes,
     ))
 _register(InitSpec(
     "checkpoint", _file_loader("checkpoint"), ("checkpoint", "weights_path", *_TRANSFER_KEYS),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torchvision
@@ -45,7 +46,7 @@ def test_imagenet_init_needs_three_channels(tmp_path: Path) -> None:
                                             ("jigsaw", ["init.pretext.n_perms=8"])])
 def test_pretext_pretraining_runs_once_and_is_reused(tmp_path: Path, pretext: str, extra: list[str]) -> None:
     cache = tmp_path / "cache"
-    common = [*FCN, f"init={pretext}", "init.pretext.epochs=1", "init.pretext.batch_size=4",
+    common = [*FCN, f"init={pretext}", "init.pretext.epochs=2", "init.pretext.patience=1", "init.pretext.batch_size=4",
               f"paths.cache_dir={cache}", "data.source.n_cases=16", *extra]
     train(compose_cfg(tmp_path / "n4", [*common, "data.n_train=4"]))
     built = list((cache / "pretext").glob(f"{pretext}-*/trunk.pt"))
@@ -54,4 +55,16 @@ def test_pretext_pretraining_runs_once_and_is_reused(tmp_path: Path, pretext: st
     train(compose_cfg(tmp_path / "n8", [*common, "data.n_train=8", "seed=1"]))  # other n and seed: same pretext
     assert list((cache / "pretext").glob(f"{pretext}-*/trunk.pt")) == built and built[0].stat().st_mtime_ns == stamp
     report = json.loads((tmp_path / "n8" / "transfer_report.json").read_text())
-    assert report["counts"]["transferred"] > 100 and all(n.startswith("backbone.") for n in report["transferred"])
+    assert report["counts"]["transferred"] > 100
+    if pretext == "jigsaw":  # the trunk only
+        assert all(n.startswith("backbone.") for n in report["transferred"])
+    else:  # encoder and decoder: every tensor whose name and shape match, all but the last conv
+        assert "classifier.0.weight" in report["transferred"] and "classifier.1.running_var" in report["transferred"]
+        assert "classifier.4.weight" not in report["transferred"]
+    # the stage's curve (Appendix A) is in the cache and in every run that used it
+    manifest = json.loads((built[0].parent / "pretext.json").read_text())
+    assert manifest["max_epochs"] == 2 and manifest["best_epoch"] in (0, 1) and manifest["patience"] == 1
+    for run in ("n4", "n8"):
+        curve = pd.read_csv(tmp_path / run / "pretext_curve.csv")
+        assert list(curve["epoch"]) == list(range(len(curve))) and {"train_loss", "val_loss"} <= set(curve)
+        assert (tmp_path / run / "pretext_curve.png").stat().st_size > 0

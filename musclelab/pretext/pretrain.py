@@ -1,4 +1,10 @@
-"""Pretext pretraining as a cached first stage: ``pretrained_trunk(cfg, dm)`` returns the trunk weights file.
+"""Pretext pretraining as a cached first stage: ``pretrained_trunk(cfg, dm)`` returns the transferable weights file.
+
+A stage trains until its validation loss stops improving (Lightning ``EarlyStopping`` on ``val/loss`` with
+``init.pretext.patience`` epochs, at most ``init.pretext.epochs``) and keeps the weights of its best epoch, as the
+paper's pretext models were "trained to convergence" (McSweeney 2022, Appendix A). Its per-epoch curve is saved
+next to the weights (``curve.csv``, ``curve.png``: the Appendix A figures) and copied into every fine-tuning run
+that uses it (``pretext_curve.csv`` / ``pretext_curve.png``).
 
 The autoencoder and jigsaw inits pretrain on the study's own unlabelled training slices (the whole training
 pool of the split/fold, labels ignored). The result depends only on the pretext settings and on which slices
@@ -18,8 +24,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader
 
 from musclelab.data.datamodule import SegmentationDataModule, SliceDataset
@@ -31,6 +40,8 @@ log = logging.getLogger(__name__)
 
 TRUNK_FILE = "trunk.pt"
 MANIFEST = "pretext.json"
+CURVE_CSV, CURVE_PNG = "curve.csv", "curve.png"  # in the cache entry; copied to runs as pretext_curve.*
+DEFAULT_PATIENCE = 5
 # data settings that decide which slices the pretext task sees and how they look
 DATA_KEYS = ("name", "root", "img_size", "source", "window", "channels", "split", "val_fraction",
              "test_fraction", "test_set", "test_patients", "n_folds", "fold", "split_seed")
@@ -57,9 +68,10 @@ def pretext_key(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     return hashlib.sha256(blob).hexdigest(), inputs
 
 
-def pretrained_trunk(cfg: DictConfig, dm: SegmentationDataModule) -> Path:
-    """The trunk weights (``backbone.<torchvision resnet key>``) of the pretext task ``cfg.init.name``,
-    trained on ``dm``'s training pool, from the cache or trained now."""
+def pretrained_trunk(cfg: DictConfig, dm: SegmentationDataModule, run_dir: str | Path | None = None) -> Path:
+    """The transferable weights of the pretext task ``cfg.init.name`` (jigsaw: the trunk as
+    ``backbone.<torchvision resnet key>``; autoencoder: the whole FCN, encoder and decoder), trained on ``dm``'s
+    training pool, from the cache or trained now. With ``run_dir`` the stage's curve is copied there."""
     name = cfg.init.name
     PRETEXT_TASKS.get(name)
     key, inputs = pretext_key(cfg)
@@ -67,19 +79,70 @@ def pretrained_trunk(cfg: DictConfig, dm: SegmentationDataModule) -> Path:
     final = root / f"{name}-{key[:16]}"
     if (final / MANIFEST).exists():
         log.info("pretext %s: reusing %s", name, final)
-        return final / TRUNK_FILE
-    with file_lock(root / f"{name}-{key[:16]}.lock", what=f"pretext {name}"):
-        if not (final / MANIFEST).exists():
-            _train(cfg, dm, final, key, inputs)
+    else:
+        with file_lock(root / f"{name}-{key[:16]}.lock", what=f"pretext {name}"):
+            if not (final / MANIFEST).exists():
+                _train(cfg, dm, final, key, inputs)
+    if run_dir is not None:
+        for src in (CURVE_CSV, CURVE_PNG):
+            if (final / src).exists():
+                shutil.copyfile(final / src, Path(run_dir) / f"pretext_{src}")
     return final / TRUNK_FILE
+
+
+class _BestWeights(pl.Callback):
+    """Keeps a CPU copy of the module's weights at the lowest ``val/loss`` and one row of metrics per epoch."""
+
+    def __init__(self) -> None:
+        self.best = float("inf")
+        self.state: dict[str, torch.Tensor] | None = None
+        self.best_epoch = -1
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        loss = float(trainer.callback_metrics.get("val/loss", float("nan")))
+        if loss < self.best:
+            self.best, self.best_epoch = loss, trainer.current_epoch
+            self.state = {k: v.detach().cpu().clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        row = {"epoch": trainer.current_epoch}
+        row.update({k.replace("/", "_"): float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        self.rows.append(row)
+
+
+def plot_pretext_curve(curve: pd.DataFrame, path: str | Path, title: str) -> Path:
+    """Training and validation loss per epoch of a pretext stage (McSweeney 2022, Figs. A1/A2), the best epoch
+    marked; jigsaw accuracy on a second axis when logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from musclelab.outputs.figures import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for col, style in (("train_loss", "-"), ("val_loss", "--")):
+        if col in curve:
+            ax.plot(curve["epoch"], curve[col], style, marker="o", ms=3, label=col.replace("_", " "))
+    if "val_loss" in curve and curve["val_loss"].notna().any():
+        best = curve.loc[curve["val_loss"].idxmin()]
+        ax.axvline(best["epoch"], color="0.5", lw=0.8, ls=":", label=f"best epoch {int(best['epoch'])}")
+    ax.set(xlabel="epoch", ylabel="loss", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
 
 
 def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, inputs: dict[str, Any]) -> None:
     params = OmegaConf.to_container(cfg.init.pretext, resolve=True)
     assert isinstance(params, dict)
     epochs, batch_size = int(params.pop("epochs")), int(params.pop("batch_size"))
-    log.info("pretext %s: pretraining for %d epochs on %d unlabelled slices", cfg.init.name, epochs,
-             len(dm.train_pool))
+    patience = int(params.pop("patience", DEFAULT_PATIENCE) or DEFAULT_PATIENCE)
+    log.info("pretext %s: pretraining until val/loss stops improving for %d epochs (at most %d) on %d "
+             "unlabelled slices", cfg.init.name, patience, epochs, len(dm.train_pool))
     if cfg.init.name == "jigsaw" and not params.get("trunk"):
         params["trunk"] = trunk_for(cfg.model.name)
     pl.seed_everything(int(params.pop("seed", 0)), workers=True)
@@ -88,20 +151,30 @@ def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, i
     val_ds = dm.datasets["val"]
     if cfg.init.name == "jigsaw":
         train_ds, val_ds = task.jigsaw_dataset(train_ds), task.jigsaw_dataset(val_ds, seed=0, crop="center")
+    best = _BestWeights()
+    stop = EarlyStopping(monitor="val/loss", mode="min", patience=patience, check_finite=True)
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator=cfg.trainer.get("accelerator", "auto"), devices=1,
         precision=cfg.trainer.get("precision"), deterministic=cfg.trainer.get("deterministic"), logger=False,
         enable_checkpointing=False, enable_progress_bar=bool(cfg.callbacks.progress_bar), num_sanity_val_steps=0,
+        callbacks=[best, stop],
     )
     trainer.fit(task, DataLoader(train_ds, batch_size=batch_size, shuffle=True),
                 DataLoader(val_ds, batch_size=batch_size))
+    if best.state is not None:  # transfer the best epoch's weights, not the last
+        task.load_state_dict(best.state)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         task.save_trunk(tmp / TRUNK_FILE)
+        curve = pd.DataFrame(best.rows)
+        curve.to_csv(tmp / CURVE_CSV, index=False)
+        plot_pretext_curve(curve, tmp / CURVE_PNG, f"{cfg.init.name} pretext ({len(dm.train_pool)} slices)")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        atomic_write_json(tmp / MANIFEST, {"key": key, "inputs": inputs, "epochs": epochs,
-                                           "n_slices": len(dm.train_pool), "final_metrics": metrics})
+        atomic_write_json(tmp / MANIFEST, {
+            "key": key, "inputs": inputs, "max_epochs": epochs, "patience": patience,
+            "epochs_run": trainer.current_epoch, "best_epoch": best.best_epoch, "best_val_loss": best.best,
+            "stopped_early": bool(stop.stopped_epoch), "n_slices": len(dm.train_pool), "final_metrics": metrics})
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,6 +3,11 @@
 
 Both tasks train on unlabelled slices and take plain-value hyperparameters, so ``load_from_checkpoint`` needs
 nothing else. They log ``train/loss`` and ``val/loss``; the jigsaw task also logs ``train/acc`` and ``val/acc``.
+
+What transfers: the jigsaw task's trunk (its head classifies permutations, nothing in a segmentation network
+matches it); the autoencoder's whole FCN, encoder and decoder (:meth:`AutoencoderTask.transfer_state_dict`), so
+the fine-tuned FCN starts with the pretext decoder too, as in the paper ("weights from layers of the pre-trained
+models were directly transferred to the target network if they were also present in the latter").
 Batches:
 
 * autoencoder: any dict batch with ``image`` ``(B, C, H, W)``, e.g. from ``SliceDataset``; labels are ignored.
@@ -78,10 +83,16 @@ class _PretextTask(pl.LightningModule):
         """Pretrained trunk weights as ``backbone.<torchvision resnet key>`` (detached CPU copies)."""
         return trunk_keys(self.net.state_dict(), self._trunk_prefix)
 
+    def transfer_state_dict(self) -> dict[str, torch.Tensor]:
+        """What a fine-tuning run receives: :meth:`trunk_state_dict` (tasks whose head has no counterpart in
+        the segmentation network); the autoencoder overrides it with its whole network."""
+        return self.trunk_state_dict()
+
     def save_trunk(self, path: str | os.PathLike[str]) -> str:
-        """Write :meth:`trunk_state_dict` with ``torch.save``; usable as ``model.params.weights_path`` of an FCN."""
+        """Write :meth:`transfer_state_dict` with ``torch.save``; usable as ``init.weights_path`` (name- and
+        shape-matched transfer) or, for trunk-only tasks, as ``model.params.weights_path`` of an FCN."""
         path = os.fspath(path)
-        torch.save(self.trunk_state_dict(), path)
+        torch.save(self.transfer_state_dict(), path)
         return path
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -118,6 +129,12 @@ class AutoencoderTask(_PretextTask):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``(B, C, H, W)`` of images ``(B, C, H, W)``."""
         return self.net(x)
+
+    def transfer_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole autoencoder, encoder (``backbone.*``) and decoder (``classifier.*``), as detached CPU
+        tensors: McSweeney 2022 transfer every layer present in the target network, so every tensor whose name
+        and shape match the segmentation FCN is copied (all but the last conv, whose channels differ)."""
+        return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         image = batch["image"]
