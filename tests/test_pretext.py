@@ -287,3 +287,24 @@ def test_lightning_fit_autoencoder(tmp_path) -> None:
     trunk = task.trunk_state_dict()
     assert all(torch.equal(v, seg[k]) for k, v in trunk.items())
     assert set(load_trunk_state_dict(ckpt)) == set(trunk)
+
+
+def test_autoencoder_transfers_encoder_and_decoder(tmp_path) -> None:
+    """McSweeney 2022: every layer present in the target gets the pretext weights, not only the backbone."""
+    from musclelab.transfer import apply_init
+
+    ae = AutoencoderTask(backbone="fcn_resnet50", in_channels=3, img_size=32)
+    full = ae.transfer_state_dict()
+    assert set(full) == set(ae.net.state_dict()) and any(k.startswith("classifier.") for k in full)
+    path = ae.save_trunk(tmp_path / "ae.pt")
+    seg = build_model("fcn_resnet50", 3, 1, 32)
+    report = apply_init(seg, {"name": "autoencoder", "weights_path": path}, tmp_path, "fcn_resnet50")
+    assert "classifier.0.weight" in report.transferred and "backbone.layer4.2.conv3.weight" in report.transferred
+    assert torch.equal(seg.state_dict()["classifier.0.weight"], full["classifier.0.weight"])
+    assert {s.name for s in report.skipped} >= {"classifier.4.weight"}  # 3 reconstruction vs 1 class channel
+    # a Lightning checkpoint of the task (net.*) transfers the same tensors
+    ckpt = tmp_path / "ae.ckpt"
+    torch.save({"state_dict": ae.state_dict()}, ckpt)
+    seg2 = build_model("fcn_resnet50", 3, 1, 32)
+    report2 = apply_init(seg2, {"name": "autoencoder", "checkpoint": str(ckpt)}, None, "fcn_resnet50")
+    assert set(report2.transferred) == set(report.transferred)

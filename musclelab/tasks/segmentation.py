@@ -36,20 +36,22 @@ class SegmentationTask(pl.LightningModule):
         body_composition: also score each binary test case by SMA (cm²) and SMD (HU) after the McSweeney bone
             post-processing (>175 HU dilated by 2 mm removed from the prediction): columns ``sma_*``, ``smd_*``,
             ``dice_pp`` and ``rms_dta_cm``.
+        spatial_dims: 2 (slices) or 3 (volumes; :class:`musclelab.tasks.volume.VolumeSegmentationTask`), from the data.
     """
 
     def __init__(
         self, model: str, model_params: dict[str, Any], in_channels: int, class_names: list[str], img_size: int,
         loss: str = "ce_dice", loss_params: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
         max_epochs: int = 1, monitor: str = "val/loss", overlay_cases: int = 8, meta: dict[str, Any] | None = None,
-        body_composition: bool = False,
+        body_composition: bool = False, spatial_dims: int = 2,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.num_classes = len(self.class_names)
         self.loss_fn = build_loss(loss, self.num_classes, **(loss_params or {}))
-        self.net = build_model(model, in_channels, self.loss_fn.out_channels, img_size, **(model_params or {}))
+        self.net = build_model(model, in_channels, self.loss_fn.out_channels, img_size, spatial_dims=spatial_dims,
+                               **(model_params or {}))
         dice = dict(num_classes=self.num_classes, include_background=False, average="none",
                     aggregation_level="global", input_format="index")
         self.val_dice = DiceScore(**dice)
