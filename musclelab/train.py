@@ -37,6 +37,8 @@ from musclelab.outputs.summary import print_summary
 from musclelab.pretext import PRETEXT_TASKS
 from musclelab.pretext.pretrain import pretrained_trunk
 from musclelab.tasks import SegmentationTask
+from musclelab.train_volume import (VOLUME_KEYS, build_volume_datamodule, check_volume_config, is_volume,
+                                    test_volume, volume_task)
 from musclelab.transfer import apply_init, check_init_config, expects_imagenet_norm
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,10 @@ def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> di
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on unknown names and impossible image sizes."""
-    SOURCES.get(cfg.data.name)
+    if is_volume(cfg):  # data.spatial_dims=3: volume source, settings, 3D model and patch size (train_volume.py)
+        check_volume_config(cfg)
+    else:
+        SOURCES.get(cfg.data.name)
     check_labels_early(cfg.data)
     if cfg.model.name in BASELINES:  # nothing to train: only the data and the test matter
         return
@@ -68,7 +73,8 @@ def validate_config(cfg: DictConfig) -> None:
     if expects_imagenet_norm(cfg.init.name) and cfg.data.channels != 3 and not cfg.init.get("adapt_first_conv"):
         raise ConfigError(f"init={cfg.init.name} expects 3-channel ImageNet-normalised input: set data.channels=3 "
                           "(or init.adapt_first_conv=true to fold the RGB filters into one channel)")
-    check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params"), ()))
+    if not is_volume(cfg):
+        check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params"), ()))
 
 
 def set_cpu_threads(n: int | None) -> None:
@@ -91,8 +97,10 @@ def init_settings(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_datamodule(cfg: DictConfig) -> SegmentationDataModule:
-    """The datamodule described by ``cfg.data``."""
-    return SegmentationDataModule(**_params(cfg.data, ()))
+    """The datamodule described by ``cfg.data`` (volumes when ``data.spatial_dims`` is 3)."""
+    if is_volume(cfg):
+        return build_volume_datamodule(cfg)
+    return SegmentationDataModule(**_params(cfg.data, VOLUME_KEYS))
 
 
 def _sweep_group(run_dir: Path) -> tuple[str, str | None]:
@@ -181,7 +189,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         return _baseline(cfg, run_dir, dm)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     monitor = cfg.callbacks.checkpoint.monitor
-    task = SegmentationTask(
+    task = (volume_task(cfg) if is_volume(cfg) else SegmentationTask)(
         model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()),
         in_channels=cfg.data.channels, class_names=list(dm.class_names), img_size=cfg.data.img_size,
         loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params"), ()),
@@ -244,6 +252,8 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
 
 def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule, logger: Any) -> dict[str, float]:
     """Evaluate ``best`` on the test split on one device (each case exactly once) and write its outputs."""
+    if is_volume(cfg):
+        return test_volume(cfg, run_dir, best, dm, logger)
     tester = pl.Trainer(
         accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, precision=cfg.trainer.get("precision"),
         logger=logger if logger else False, enable_progress_bar=bool(cfg.callbacks.progress_bar),

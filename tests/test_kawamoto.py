@@ -110,3 +110,25 @@ def test_bad_study_settings_fail_before_training(tmp_path: Path, override: str, 
     with pytest.raises(ConfigError, match=match):
         train(cfg)
     assert not (run / "checkpoints").exists()
+
+
+def test_w_esm_run_trains_and_scores_volumes(tmp_path: Path) -> None:
+    """One tiny epoch of the w/ESM mode (the wo/ESM head is checked in test_kawamoto_losses.py): a 3-class
+    softmax head, every test volume scored in 3D and on its L3 slice next to the slice rows, masks as NIfTI."""
+    labels, out_channels = "[obliques,erector_spinae]", 3
+    from musclelab.tasks import SegmentationTask
+    from musclelab.train import train
+
+    run = tmp_path / "run"
+    train(compose_cfg(run, ["experiment=kawamoto2024", "data.source.n_volumes=6", "data.img_size=32",
+                            "data.source.thickness_mm=20", "data.augment.repeats=1", "trainer.max_epochs=1",
+                            "model.params.channels=[8,16,32]", "model.params.strides=[2,2]", "logger=none",
+                            f"data.labels={labels}"]))
+    cases = pd.read_csv(run / "test_cases.csv")
+    assert set(cases["level"]) == {"slice", "volume", "l3_slice"}
+    assert (cases["level"] == "volume").sum() == 2 == (cases["level"] == "l3_slice").sum()   # 6 volumes / 3 folds
+    assert "dice_obliques" in cases and len(list((run / "test_volumes").glob("*_pred.nii.gz"))) == 2
+    task = SegmentationTask.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
+    assert task.net(__import__("torch").zeros(1, 1, 32, 32)).shape[1] == out_channels
+    summary = json.loads((run / "test_summary.json").read_text())
+    assert set(summary["metrics_by_level"]) == {"slice", "volume", "l3_slice"}

@@ -53,3 +53,19 @@ def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     assert len(models) == 4 and (models["orderings"] == 15).all()
     text = (sweep / "report" / "report.md").read_text()
     assert "### unetr: lits→btcv→chaos" in text and "0 missing or incomplete" in text
+
+
+@pytest.mark.slow
+def test_kawamoto2024_smoke_study_and_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_cli(["train", "-m", "experiment=kawamoto2024_smoke", "logger=none", f"hydra.sweep.dir={sweep}"],
+            cwd=tmp_path, timeout=3600)
+    jobs = [p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]
+    assert len(jobs) == 18 and all(read_status(j) == "complete" for j in jobs)
+    run_cli(["report", str(sweep)], cwd=tmp_path)
+    table1 = pd.read_csv(sweep / "report" / "table1.csv")
+    assert list(table1["stat"]) == ["Mean", "SD", "Mean", "SD"] and {"Q DC", "O DC", "Average DC"} <= set(table1)
+    findings = pd.read_csv(sweep / "report" / "findings.csv")
+    assert findings["claim"].str.contains("w/ESM > wo/ESM for quadratus lumborum").any()
+    assert (sweep / "report" / "fig2_violin.png").exists()
+    assert len(pd.read_csv(sweep / "report" / "merged_dice.csv")) == 2 * 9   # wo/ESM and w/ESM, 9 test volumes
