@@ -14,7 +14,7 @@ Anatomy (mm; x towards the subject's left, y posterior, z superior; origin at th
 * **psoas major**: born at L1 (absent above), growing caudally to its largest at L4–L5;
 * **quadratus lumborum** (QL): from the 12th rib (upper L1) to the iliac crest (upper L5), thin (1.5–12 mm)
   and wedged between the ESM, the psoas and the kidney with the same HU as its neighbours, separated from them
-  only by a thin fat plane — absent on the top and bottom slices;
+  only by a thin fat plane (visible at pixels of 3 mm or finer) — absent on the top and bottom slices;
 * **obliques** (external, internal oblique and transversus as one band): a thin curved lateral wall band whose
   thickness changes along z, fading to nothing over a subject-specific gap (and above L1, under the ribs);
 * **rectus abdominis**: two anterior lens-shaped bands either side of the linea alba;
@@ -60,7 +60,6 @@ VERTEBRA_MM, DISC_MM = 28.0, 9.0                          # heights of one verte
 _NCODES = 19
 _LABEL_LUT = lut(_NCODES, (_ESM, _QL, _PSOAS, _OBL, _RECT), np.uint8, [1, 2, 3, 4, 5])
 _SOFT = lut(_NCODES, (_VAT, _IMAT))
-_MUSCLE = lut(_NCODES, (_ESM, _QL, _PSOAS, _OBL, _RECT))
 
 SITES: dict[str, SiteEffects] = {
     "a": SiteEffects(blur_mm=0.8, blur_z_mm=0.0, noise_sd=14.0, noise_corr_mm=1.0),
@@ -264,8 +263,9 @@ def generate_lumbar_volume(index: int, size: int = 64, thickness_mm: float = 7.5
 
     label = _LABEL_LUT[st]
     spacing = (float(thickness_mm), sp, sp)
-    # thin fat planes between touching muscles (the only cue separating QL from ESM / psoas)
-    planes = fat_planes(label, 1.5, (1e9, sp, sp))                  # in-plane only
+    # thin fat planes between touching muscles (the only cue separating QL from ESM / psoas), in-plane only and
+    # only where the pixels resolve them (<= 3 mm); coarser images show no boundary at all
+    planes = fat_planes(label, 3.0, (1e9, sp, sp))
     hu = _hu_table(rng)
     ideal = hu[st]
     ideal[planes] = np.float32(0.5) * ideal[planes] + np.float32(0.5) * hu[_IMAT]
