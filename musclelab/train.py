@@ -191,7 +191,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     monitor = cfg.callbacks.checkpoint.monitor
     task = (volume_task(cfg) if is_volume(cfg) else SegmentationTask)(
         model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()),
-        in_channels=cfg.data.channels, class_names=list(dm.class_names), img_size=cfg.data.img_size,
+        in_channels=cfg.data.channels, class_names=list(dm.class_names), img_size=cfg.data.get("img_size"),
         loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params"), ()),
         optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=monitor,
         overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),

@@ -95,13 +95,16 @@ def detect_kind(study_dir: str | Path) -> str:
     raise ConfigError(f"the runs under {study_dir} match no report kind ({known})")
 
 
-def write_report(study_dir: str | Path, out_dir: str | Path | None = None, kind: str = "auto") -> Path:
+def write_report(study_dir: str | Path, out_dir: str | Path | None = None, kind: str = "auto",
+                 wandb: bool = True) -> Path:
     """Write the report of the study in ``study_dir`` to ``out_dir`` (default ``<study_dir>/report``).
 
     Args:
         study_dir: the multirun directory of a study (run directories are found recursively).
         out_dir: where to write; created if needed.
         kind: a key of :data:`REPORTS`, or ``"auto"`` to detect it from the runs' configs.
+        wandb: when the study's runs used ``logger=wandb``, also send the report to W&B in their group
+            (:mod:`musclelab.report.wandb_upload`; offline-safe).
 
     Returns:
         The path of the written ``report.md``.
@@ -116,7 +119,12 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None, kind:
         raise ConfigError(f"unknown report kind {kind!r}; known: auto, {', '.join(REPORTS)}")
     else:
         _check_study_dir(study_dir)
-    return REPORTS[kind].write(study_dir, Path(out_dir) if out_dir is not None else None)
+    path = REPORTS[kind].write(study_dir, Path(out_dir) if out_dir is not None else None)
+    if wandb:
+        from .wandb_upload import upload_report
+
+        upload_report(path, study_dir, kind)
+    return path
 
 
 def _print_summary(report_md: Path) -> None:
@@ -153,9 +161,11 @@ def main_report(args: list[str]) -> None:
     p.add_argument("study_dir", type=Path, help="the study's multirun directory (searched recursively for runs)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: <study_dir>/report)")
     p.add_argument("--kind", default="auto", choices=["auto", *REPORTS], help="report kind (default: detect)")
+    p.add_argument("--no-wandb", action="store_true",
+                   help="do not send the report to W&B even when the runs used logger=wandb")
     ns = p.parse_args(args)
     try:
-        path = write_report(ns.study_dir, ns.out, kind=ns.kind)
+        path = write_report(ns.study_dir, ns.out, kind=ns.kind, wandb=not ns.no_wandb)
     except ConfigError as err:
         print(f"musclelab report: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
