@@ -33,7 +33,7 @@ def build_volume_augmentation(flip_prob: float = 0.5, rotate_deg: float = 10.0, 
                               **ignored: Any) -> Any:
     """MONAI transforms over ``{"image": (C,D,H,W), "label": (1,D,H,W)}``; ``None`` when everything is off.
 
-    flip_prob: per-axis flip probability; rot90_prob: probability of an in-plane 90° rotation (rows/cols);
+    flip_prob: left-right flip probability; rot90_prob: probability of an in-plane 90° rotation (rows/cols);
     rotate_deg / scale / affine_prob: a small random affine (rotation ±deg about each axis, zoom ±scale);
     intensity_shift: random offset ±shift of the windowed [0, 1] intensities (probability 0.5).
     """
@@ -41,8 +41,8 @@ def build_volume_augmentation(flip_prob: float = 0.5, rotate_deg: float = 10.0, 
 
     keys = ("image", "label")
     t: list[Any] = []
-    if flip_prob > 0:
-        t += [RandFlipd(keys, prob=flip_prob, spatial_axis=a) for a in (0, 1, 2)]
+    if flip_prob > 0:   # left-right only: head-foot and front-back flips make no anatomy
+        t.append(RandFlipd(keys, prob=flip_prob, spatial_axis=2))
     if rot90_prob > 0:
         t.append(RandRotate90d(keys, prob=rot90_prob, max_k=3, spatial_axes=(1, 2)))
     if affine_prob > 0 and (rotate_deg > 0 or scale > 0):
