@@ -358,22 +358,25 @@ def test_pretext_trunk_from_lightning_ckpt(tmp_path: Path, init: str) -> None:
     assert torch.equal(net.state_dict()["backbone.layer1.1.running_mean"], trunk["layer1.1.running_mean"])
 
 
-def test_pretext_inits_take_only_the_trunk_by_default(tmp_path: Path) -> None:
+def test_autoencoder_takes_encoder_and_decoder_by_default(tmp_path: Path) -> None:
     """An autoencoder checkpoint (musclelab.pretext layout: ``net.backbone.*`` + an FCN head ``net.classifier.*``)
-    transfers the trunk only, even where the head's shapes fit; ``init.source_prefix: net.`` takes both."""
+    transfers every tensor whose name and shape fit, encoder and decoder (McSweeney 2022);
+    ``init.source_prefix: net.backbone.`` takes the trunk only."""
     torch.manual_seed(3)
     src = perturbed(Tiny().state_dict(), 2)
     path = tmp_path / "ae.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in src.items()}}, path)
     net = Tiny()
-    head = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("classifier.")}
     report = apply_init(net, {"name": "autoencoder", "checkpoint": str(path)}, None, "tiny")
+    assert report is not None and report.source_prefix == "net." and report.new == []
+    assert all(torch.equal(v, src[k]) for k, v in net.state_dict().items())
+    net = Tiny()
+    head = {k: v.clone() for k, v in net.state_dict().items() if k.startswith("classifier.")}
+    report = apply_init(net, {"name": "autoencoder", "checkpoint": str(path), "source_prefix": "net.backbone."},
+                        None, "tiny")
     assert report is not None and report.source_prefix == "net.backbone."
     assert_backbone_from(net, head, {k[9:]: v for k, v in src.items() if k.startswith("backbone.")})
     assert {s.reason for s in report.skipped} == {"outside_prefix"} and len(report.skipped) == len(head)
-    report = apply_init(net, {"name": "autoencoder", "checkpoint": str(path), "source_prefix": "net."}, None, "tiny")
-    assert report is not None and report.new == []
-    assert all(torch.equal(v, src[k]) for k, v in net.state_dict().items())
 
 
 # --------------------------------------------------------------------------------------------------
