@@ -240,7 +240,12 @@ def merged_dice(study: Study, scores: pd.DataFrame) -> tuple[pd.DataFrame, list[
     runs = scores[(scores["muscle"] == scores["target"]) & (scores["target"] != ESM)
                   & scores["mode"].isin(["alone", "w/ESM"])][["run_dir", "fold", "mode", "target"]].drop_duplicates()
     rows = []
+    every = set(runs["target"])
     for (mode, fold), group in runs.groupby(["mode", "fold"]):
+        if set(group["target"]) != every:
+            notes.append(f"merged Dice: {mode}, fold {fold} lacks runs of "
+                         f"{', '.join(sorted(every - set(group['target'])))}; not computed there")
+            continue
         dirs = [study.root / d / VOLUME_DIR for d in group["run_dir"]]
         if not all(d.is_dir() for d in dirs):
             notes.append("merged Dice needs eval.save_volumes=true (test_volumes/ in every run); not computed "

@@ -289,7 +289,8 @@ def missing_runs(
         keys.append(key)
     if not keys:
         return pd.DataFrame(columns=[*grid.columns, "found"]), notes
-    g = grid[keys].drop_duplicates(ignore_index=True)
+    g = grid[keys]
+    g = g.loc[~_norm_frame(g, keys).duplicated()].reset_index(drop=True)  # list values (data.labels) are unhashable
     run_view = runs[[match_cols[k] for k in keys]].set_axis(keys, axis=1)
     run_key = _norm_frame(run_view, keys)
     done = set(run_key[runs["status"] == "complete"])
