@@ -88,6 +88,16 @@ def test_report_tables_tests_and_findings(study: Path) -> None:
     assert merged["w/ESM"] == pytest.approx(1.0) and merged["alone"] == pytest.approx(0.0)
 
 
+def test_runs_without_labels_are_not_a_kawamoto_study(tmp_path: Path) -> None:
+    from musclelab.report.kawamoto import detect
+
+    run = tmp_path / "study" / "0"
+    run.mkdir(parents=True)
+    (run / "run_status.json").write_text(json.dumps({"status": "complete"}))
+    (run / "config_resolved.yaml").write_text(yaml.safe_dump({"data": {"name": "phantom"}, "loss": {"name": "ce"}}))
+    assert not detect(tmp_path / "study")
+
+
 def test_report_writes_files_through_the_entry_point(study: Path, tmp_path: Path) -> None:
     md = write_report(study, tmp_path / "out")
     text = md.read_text()
@@ -128,7 +138,7 @@ def test_w_esm_run_trains_and_scores_volumes(tmp_path: Path) -> None:
     assert set(cases["level"]) == {"slice", "volume", "l3_slice"}
     assert (cases["level"] == "volume").sum() == 2 == (cases["level"] == "l3_slice").sum()   # 6 volumes / 3 folds
     assert "dice_obliques" in cases and len(list((run / "test_volumes").glob("*_pred.nii.gz"))) == 2
-    task = SegmentationTask.load_from_checkpoint(str(run / "checkpoints" / "last.ckpt"), map_location="cpu")
+    task = SegmentationTask.load_from_checkpoint(str(run / "checkpoints" / "best.ckpt"), map_location="cpu")
     assert task.net(__import__("torch").zeros(1, 1, 32, 32)).shape[1] == out_channels
     summary = json.loads((run / "test_summary.json").read_text())
     assert set(summary["metrics_by_level"]) == {"slice", "volume", "l3_slice"}

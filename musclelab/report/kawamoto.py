@@ -34,7 +34,7 @@ from musclelab.io import atomic_write_text
 
 from .findings import Finding, direction, findings_markdown, not_measurable, write_findings
 from .markdown import md_table
-from .runs import Study, config_value, find_run_dirs, load_config, load_study, report_dir
+from .runs import MISSING, Study, config_value, find_run_dirs, load_config, load_study, report_dir
 
 KIND = "kawamoto"
 TITLE = "Kawamoto et al. 2024: simultaneous learning of the erector spinae (w/ESM vs wo/ESM)"
@@ -52,10 +52,13 @@ PAPER_TABLE1 = {  # mean Dice wo/ESM, w/ESM (their Table 1)
 
 
 def _labels(value: Any) -> tuple[str, ...] | None:
-    if value is None or isinstance(value, (int, float)):
+    """``data.labels`` of a run as a tuple of names; None when unset (or missing from the config)."""
+    if value is None or value is MISSING or isinstance(value, (int, float, bool)):
         return None
     if isinstance(value, str):
         value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        return None
     return tuple(str(v) for v in value) or None
 
 
