@@ -81,7 +81,22 @@ def run_train(args: list[str]) -> None:
         return result.get("best_score")
 
     sys.argv = ["musclelab train", *resume_overrides(args)]
+    _precheck("train", sys.argv[1:])
     _main()
+
+
+def _precheck(command: str, args: list[str]) -> None:
+    """Compose and validate the command line before Hydra runs it: a mistake is one line, exit 2."""
+    from musclelab.config_validation import precheck_overrides
+    from musclelab.errors import ConfigError
+
+    if any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") for a in args):
+        return
+    try:
+        precheck_overrides(args, _compose_raw)
+    except ConfigError as err:
+        print(f"musclelab {command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run_phantom(args: list[str]) -> None:
@@ -133,17 +148,32 @@ def run_phantom(args: list[str]) -> None:
     print(f"wrote {ns.n} {what} (site {site}, {ns.size}x{ns.size}) to {out}")
 
 
-def compose_train_config(overrides: list[str]):
-    """The training config composed exactly as ``musclelab train`` would, without running Hydra's app."""
+def _compose_raw(overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=overrides)
 
 
+def compose_train_config(overrides: list[str]):
+    """The training config composed exactly as ``musclelab train`` would, without running Hydra's app; a
+    composition error (unknown option or key) is a one-line :class:`~musclelab.errors.ConfigError`."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from musclelab.config_validation import compose_error
+    from musclelab.errors import ConfigError
+
+    try:
+        return _compose_raw(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(compose_error(err, overrides, _compose_raw)) from None
+
+
 def run_data(args: list[str]) -> None:
     """``musclelab data verify|prepare <dataset> --root DIR [Hydra overrides]``."""
     from musclelab.errors import ConfigError
+    from musclelab.train import validate_config
 
     p = argparse.ArgumentParser(
         prog="musclelab data", description="Check a data set, or build the slice cache training reads. Extra "
@@ -157,6 +187,7 @@ def run_data(args: list[str]) -> None:
     try:
         cfg = compose_train_config([f"data={ns.dataset}", f"data.root={_quote(str(ns.root.resolve()))}",
                                     *ns.overrides])
+        validate_config(cfg)
         if ns.action == "verify":
             _verify(cfg)
         else:
@@ -171,7 +202,8 @@ def _verify(cfg) -> None:
     from musclelab.data.readers import build_reader
     from musclelab.data.verify import verify_dataset
 
-    reader_params = OmegaConf.to_container(cfg.data.source.get("reader") or {}, resolve=True)
+    reader = cfg.data.source.get("reader")
+    reader_params = OmegaConf.to_container(reader, resolve=True) if reader is not None else {}
     report = verify_dataset(build_reader(cfg.data.name, cfg.data.root, **reader_params), decode=True)
     print(report.table())
     if not report.ok:
@@ -194,10 +226,11 @@ def run_pretrain(args: list[str]) -> None:
     from musclelab.errors import ConfigError
     from musclelab.pretext import PRETEXT_TASKS
     from musclelab.pretext.pretrain import pretrained_trunk
-    from musclelab.train import build_datamodule
+    from musclelab.train import build_datamodule, validate_config
 
     try:
         cfg = compose_train_config(args)
+        validate_config(cfg)
         PRETEXT_TASKS.get(cfg.init.name)
         dm = build_datamodule(cfg)
         dm.setup("fit")

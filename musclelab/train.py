@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from musclelab.baselines import BASELINES, evaluate_baseline
 from musclelab.callbacks import EpochMetricsCSV
 from musclelab.checkpoint_meta import data_fields
+from musclelab.config_validation import validate as validate_fields
 from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.labels import check_labels_early
 from musclelab.data.sources import SOURCES, SliceSet
@@ -57,6 +58,7 @@ def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> di
 
 def validate_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on unknown names and impossible image sizes."""
+    validate_fields(cfg)  # every field's type and range (musclelab.config_validation)
     if is_volume(cfg):  # data.spatial_dims=3: volume source, settings, 3D model and patch size (train_volume.py)
         check_volume_config(cfg)
     else:
@@ -182,6 +184,7 @@ def _prepare(cfg: DictConfig, run_dir: Path) -> SegmentationDataModule:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
+    validate_fields(cfg)  # before the seed and threads are set from the config
     set_cpu_threads(cfg.get("cpu_threads"))
     pl.seed_everything(cfg.seed, workers=True)
     dm = _prepare(cfg, run_dir)
