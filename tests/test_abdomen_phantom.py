@@ -122,8 +122,8 @@ def _mean_hu(vol: AbdomenVolume, st: np.ndarray, code: int) -> float:
 def test_contrast_phases_and_the_spleen_confounder(index):
     means = {}
     for phase in ("non_contrast", "arterial", "portal_venous"):
-        vol, st = ap._generate(index, "lits", 0, 96, contrast_phase=phase)
-        assert vol.meta["contrast_phase"] == phase
+        vol, st = ap._generate(index, "chaos", 0, 96, contrast_phase=phase)   # chaos: no fatty livers
+        assert vol.meta["contrast_phase"] == phase and vol.meta["liver_fat_hu"] == 0
         means[phase] = {c: _mean_hu(vol, st, c) for c in (ap._LIVER, ap._SPLEEN, ap._AORTA, ap._HVESSEL)}
     nc, ar, pv = means["non_contrast"], means["arterial"], means["portal_venous"]
     assert 48 <= nc[ap._LIVER] <= 72 and 90 <= pv[ap._LIVER] <= 130 and 63 <= ar[ap._LIVER] <= 87
@@ -280,3 +280,27 @@ def test_annotation_protocols_differ_in_intrahepatic_vessels():
         assert vessels.sum() > 20
         assert bool((vol.label[vessels] == 1).all()) is inside and bool((vol.label[vessels] == 0).all()) is not inside
         assert (vol.label[st == ap._LIVER] == 1).all()
+
+
+def test_lesion_protocols_differ():
+    """lits labels tumours (2) inside the liver, so the liver target (label >= 1) includes them; btcv's label set
+    has no lesion class and its liver is traced around lesions (tumour voxels are background): the same kind of
+    lesion is liver at one site and not at the other."""
+    assert ap.LIVER_SITES["lits"].tumours_labelled and not ap.LIVER_SITES["btcv"].tumours_labelled
+    for site, value in (("lits", 2), ("btcv", 0)):
+        vol, st = ap._generate(1, site, 0, 64, tumours=True)
+        tum = st == ap._TUMOUR
+        assert tum.sum() > 10 and (vol.label[tum] == value).all()
+        assert vol.meta["n_tumours"] >= 1
+
+
+def test_fatty_liver_reverses_the_unenhanced_liver_spleen_order():
+    """Steatosis (lits, btcv) lowers the parenchyma's HU in every phase: unenhanced, a fatty liver is darker than
+    the spleen while a normal one is brighter; chaos (screened donors) has none."""
+    fat = {s: [ap._generate(i, s, 0, 40)[0].meta["liver_fat_hu"] for i in range(12)] for s in LIVER_SITES}
+    assert not any(fat["chaos"]) and any(fat["lits"]) and any(fat["btcv"])
+    i = next(k for k, f in enumerate(fat["lits"]) if f >= 20)
+    vol, st = ap._generate(i, "lits", 0, 96, contrast_phase="non_contrast")
+    assert _mean_hu(vol, st, ap._LIVER) < _mean_hu(vol, st, ap._SPLEEN) - 5
+    lo, hi = LIVER_SITES["lits"].steatosis_hu
+    assert all(f == 0 or lo <= f <= hi for f in fat["lits"])

@@ -26,13 +26,18 @@ posterior, columns run to the subject's left (radiological display: the liver is
 Spacing is ``(z, row, col)`` mm; slices are contiguous (slice interval = slice thickness). Images are float32
 integer-valued HU clipped to [-1024, 3071]; labels are uint8: 0 background, 1 liver (including its
 intrahepatic vessels, except at sites whose annotation protocol leaves them out: ``vessels_in_liver``), 2 liver
-tumour.
+tumour (at sites whose label set has a lesion class, ``tumours_labelled``; elsewhere the liver is traced around
+lesions and tumour voxels are 0).
 
 Each volume ``i`` of site ``s`` is drawn from ``numpy.random.SeedSequence([seed, site_index, i])`` (anatomy)
 and ``[seed, site_index, i, 1]`` (acquisition: contrast phase, slice thickness, field of view, scan range,
 noise), so ``n`` volumes are a prefix of any larger set and bit-identical between runs. The three sites
 (:data:`LIVER_SITES`) emulate the three liver collections: field of view (pixel spacing), slice thickness,
-reconstruction blur, HU calibration, noise, contrast phase and tumour prevalence differ.
+reconstruction blur, HU calibration, noise, contrast phase, pathology (tumour prevalence and size, fatty liver,
+which reverses the unenhanced liver-vs-spleen HU order) and the annotation protocol (whether intrahepatic
+vessels and lesions belong to the liver label) differ. The sites are an emulation, not a measurement of the
+real collections: the label-protocol and pathology differences are made large enough that a model trained on
+one site measurably loses accuracy on another (the forgetting the Yoon et al. 2024 liver study asks about).
 
 :func:`write_abdomen_dataset` writes the LiTS layout (``volume-<i>.nii.gz`` / ``segmentation-<i>.nii.gz``)
 that ``musclelab.data.readers.build_reader("lits", root)`` reads back in the same orientation.
@@ -70,7 +75,7 @@ PHASES: tuple[str, ...] = ("non_contrast", "arterial", "portal_venous")
 META_KEYS: tuple[str, ...] = (
     "volume_id", "patient_id", "index", "site", "contrast_phase", "n_tumours", "liver_volume_ml",
     "tumour_volume_ml", "slice_thickness_mm", "spacing_row_mm", "spacing_col_mm", "n_slices", "size", "fov_mm",
-    "sex", "age", "height_m", "noise_sd_hu",
+    "sex", "age", "height_m", "noise_sd_hu", "liver_fat_hu",
 )
 
 
@@ -86,7 +91,15 @@ class AbdomenSite:
     the non-contrast / arterial / portal-venous phase; p_tumour: fraction of volumes with liver tumours;
     max_tumours: at most this many tumours per volume; vessels_in_liver: the annotation protocol — whether
     the intrahepatic hepatic veins and portal branches belong to the liver label (collections differ in this,
-    which is a source of cross-data-set shift in the labels themselves, not only in the images).
+    which is a source of cross-data-set shift in the labels themselves, not only in the images);
+    tumours_labelled: the annotation protocol for lesions — True: tumours carry their own label 2 inside the
+    liver (LiTS; the ``liver`` target is label >= 1, so they count as liver), False: the site's label set has
+    no lesion class and its annotators traced the liver around lesions (tumour voxels are background 0);
+    tumour_radius_mm: median tumour radius (lognormal, SD 0.5 in log);
+    p_steatosis: fraction of subjects with a fatty liver, whose parenchyma is ``steatosis_hu`` (HU range,
+    uniform) less dense in every phase — unenhanced, a fatty liver is darker than the spleen instead of
+    brighter (the liver-vs-spleen HU order reverses), and with contrast it is darker than muscle-like tissue
+    at the lower end.
     """
 
     name: str
@@ -103,24 +116,33 @@ class AbdomenSite:
     p_tumour: float
     max_tumours: int
     vessels_in_liver: bool = True
+    tumours_labelled: bool = True
+    tumour_radius_mm: float = 12.0
+    p_steatosis: float = 0.0
+    steatosis_hu: tuple[float, float] = (15.0, 45.0)
 
 
 # A site's position in this dict seeds its volumes: add new sites at the end so existing sets stay the same.
 LIVER_SITES: dict[str, AbdomenSite] = {
     "lits": AbdomenSite(
-        "lits", "LiTS-like: many scanners and clinical sites; wide FOV range (pixel 0.6-1.0 mm at 512, FOV "
-        "~300-500 mm), slice thickness 2.5-5 mm, per-scanner noise/blur/offset, mostly portal venous, "
-        "tumours in most volumes (primary and metastatic)",
+        "lits", "LiTS-like: oncology patients from many scanners and clinical sites; wide FOV range (pixel "
+        "0.6-1.0 mm at 512, FOV ~300-500 mm), slice thickness 2.5-5 mm, per-scanner noise/blur/offset, mixed "
+        "contrast phases (mostly portal venous, some arterial and unenhanced), large primary and metastatic "
+        "tumours in most volumes, labelled as a class of their own inside the liver (label 2), fatty liver "
+        "after chemotherapy in about a third",
         fov_factor=(1.12, 1.50), fov_mm=(300.0, 500.0), thickness_mm=(2.5, 3.0, 4.0, 5.0),
         noise_sd=(9.0, 22.0), noise_corr_mm=0.8, blur_mm=(0.5, 1.1), hu_scale=1.0, hu_offset=(-6.0, 6.0),
-        phase_probs=(0.08, 0.12, 0.80), p_tumour=0.8, max_tumours=3),
+        phase_probs=(0.10, 0.20, 0.70), p_tumour=0.85, max_tumours=3, tumour_radius_mm=22.0, p_steatosis=0.3),
     "btcv": AbdomenSite(
         "btcv", "BTCV-like (Multi-Atlas Abdomen): one centre, portal venous, 3 mm slices, FOV ~340-500 mm, "
-        "noisier (~25 HU), +15 HU calibration offset, few liver lesions; its label set has the portal/splenic "
-        "vein and the IVC as organs of their own, emulated by leaving intrahepatic vessels out of the liver label",
+        "noisier (~25 HU), +15 HU calibration offset; a colorectal-cancer cohort (liver metastases in half the "
+        "volumes, fatty liver in a quarter); its 13-organ label set has no lesion class and the portal/splenic "
+        "vein and the IVC as organs of their own, emulated by an annotation protocol that traces the liver "
+        "around lesions and leaves intrahepatic vessels out of the liver label",
         fov_factor=(1.15, 1.35), fov_mm=(340.0, 500.0), thickness_mm=(3.0,),
         noise_sd=(22.0, 28.0), noise_corr_mm=1.0, blur_mm=(0.9, 1.1), hu_scale=1.0, hu_offset=(15.0, 15.0),
-        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.1, max_tumours=1, vessels_in_liver=False),
+        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.5, max_tumours=3, tumour_radius_mm=18.0, p_steatosis=0.25,
+        vessels_in_liver=False, tumours_labelled=False),
     "chaos": AbdomenSite(
         "chaos", "CHAOS-like (healthy liver donors): portal venous, 3.0-3.2 mm slices, tight FOV (~300-420 "
         "mm), smooth reconstruction (blur, low correlated noise), HU scale 0.95, no tumours",
@@ -175,8 +197,16 @@ def _lut(codes: Sequence[int], dtype=bool, values: Sequence | None = None) -> np
     return out
 
 
-_LABEL_LUT = _lut([_LIVER, _HVESSEL, _TUMOUR], np.uint8, [1, 1, 2])
-_LABEL_LUT_NO_VESSELS = _lut([_LIVER, _TUMOUR], np.uint8, [1, 2])  # protocol: intrahepatic vessels not liver
+def _label_lut(site: AbdomenSite) -> np.ndarray:
+    """Structure code -> label value under ``site``'s annotation protocol (vessels, lesions)."""
+    codes, values = [_LIVER], [1]
+    if site.vessels_in_liver:
+        codes, values = codes + [_HVESSEL], values + [1]
+    if site.tumours_labelled:
+        codes, values = codes + [_TUMOUR], values + [2]
+    return _lut(codes, np.uint8, values)
+
+
 _INTO_AIR = _lut([_AIR])
 _INTO_VAT = _lut([_VAT])
 _INTO_LUNG = _lut([_LUNG])
@@ -368,7 +398,8 @@ def _draw_subject(rng: np.random.Generator, rng_acq: np.random.Generator, index:
     """Every random quantity of one volume (anatomy from ``rng``, acquisition from ``rng_acq``)."""
     prof = LIVER_SITES[site]
     a = SimpleNamespace(index=index, site=site)
-    a.rng_hu, a.rng_tex, a.rng_tum = rng.spawn(3)   # streams independent of how many shapes are drawn
+    a.rng_hu, a.rng_tex, a.rng_tum, rng_fat = rng.spawn(4)   # streams independent of how many shapes are drawn
+    a.liver_fat_hu = float(rng_fat.uniform(*prof.steatosis_hu)) if rng_fat.random() < prof.p_steatosis else 0.0
     a.sex = "M" if rng.random() < 0.5 else "F"
     male = a.sex == "M"
     a.age = float(rng.uniform(25.0, 85.0))
@@ -553,7 +584,7 @@ def _draw_subject(rng: np.random.Generator, rng_acq: np.random.Generator, index:
     cxs = rt.uniform(-_cavity(a, "right", zp), lv.xL + lv.AXL, 64)
     cys = rt.uniform(-_cavity(a, "ant", zp), lv.y_post, 64)
     inside = np.nonzero(_liver_rho(a, cxs, cys, cz) < 0.8)[0]
-    radii = np.clip(np.exp(rt.normal(np.log(12.0), 0.5, 3)), 4.0, 35.0)
+    radii = np.clip(np.exp(rt.normal(np.log(prof.tumour_radius_mm), 0.5, 3)), 4.0, 45.0)
     axes = rt.uniform(0.8, 1.25, (3, 3))
     a.tumour_hyper = bool(rt.random() < 0.5)
     a.tumours = [((float(cxs[j]), float(cys[j]), float(cz[j])), tuple(float(radii[k] * axes[k, q]) for q in range(3)))
@@ -894,6 +925,7 @@ def _hu_table(a: SimpleNamespace) -> np.ndarray:
     hu = _HU_MEAN[:, ph] + _HU_SD[:, ph] * zs
     if a.phase == "arterial" and a.tumour_hyper:
         hu[_TUMOUR] = _TUMOUR_HYPER_ARTERIAL + 5.0 * zs[_TUMOUR]
+    hu[_LIVER] -= np.float32(a.liver_fat_hu)   # steatosis: fat lowers the parenchyma's attenuation
     return hu
 
 
@@ -931,7 +963,7 @@ def _generate(index: int, site: str, seed: int, size: int, tumours: bool | None 
     a = _draw_subject(rng, rng_acq, index, site, dict(tumours=tumours, contrast_phase=contrast_phase))
     st, hu, g = _render(a, size)
     image, noise_sd = _acquire(hu, g.sp, a, rng_acq)
-    label = (_LABEL_LUT if LIVER_SITES[site].vessels_in_liver else _LABEL_LUT_NO_VESSELS)[st]
+    label = _label_lut(LIVER_SITES[site])[st]
     vox_ml = g.sp * g.sp * a.thickness / 1000.0
     counts = np.bincount(label.ravel(), minlength=3)
     vid = f"{site}-{index:04d}"
@@ -941,7 +973,7 @@ def _generate(index: int, site: str, seed: int, size: int, tumours: bool | None 
         tumour_volume_ml=round(float(counts[2] * vox_ml), 3),
         slice_thickness_mm=a.thickness, spacing_row_mm=g.sp, spacing_col_mm=g.sp, n_slices=int(len(a.z)), size=size,
         fov_mm=round(a.fov_mm, 2), sex=a.sex, age=round(a.age, 1), height_m=round(a.height_m, 3),
-        noise_sd_hu=round(noise_sd, 2),
+        noise_sd_hu=round(noise_sd, 2), liver_fat_hu=round(a.liver_fat_hu, 1),
     )
     return AbdomenVolume(image, label, (a.thickness, g.sp, g.sp), meta), st
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from musclelab.errors import ConfigError
 
-from . import architectures, chains, kawamoto, mcsweeney
+from . import architectures, chains, kawamoto, kim, mcsweeney
 from .runs import find_run_dirs
 
 __all__ = ["REPORTS", "ReportKind", "detect_kind", "main_report", "write_report"]
@@ -62,6 +62,13 @@ REPORTS: dict[str, ReportKind] = {
 
 # Kawamoto runs also carry init.name and data.n_train, so this kind is tried first
 REPORTS = {
+    kim.KIND: ReportKind(
+        name=kim.KIND,
+        description="3D thigh-muscle volumes, Kim et al. 2024 (complete runs with data.spatial_dims=3 and "
+                    "volume_agreement.csv)",
+        detect=kim.detect,
+        write=lambda study, out: kim.write(study, out),
+    ),
     kawamoto.KIND: ReportKind(
         name=kawamoto.KIND,
         description="label subsets trained alone vs with the erector spinae, Kawamoto et al. 2024 (runs with "
