@@ -205,6 +205,10 @@ def _verify(cfg) -> None:
     reader = cfg.data.source.get("reader")
     reader_params = OmegaConf.to_container(reader, resolve=True) if reader is not None else {}
     report = verify_dataset(build_reader(cfg.data.name, cfg.data.root, **reader_params), decode=True)
+    if int(cfg.data.get("spatial_dims", 2)) == 3:  # volumes: every image 3D with a positive spacing
+        from musclelab.data.volumes import volume_problems
+
+        report.problems += volume_problems(build_reader(cfg.data.name, cfg.data.root, **reader_params))
     print(report.table())
     if not report.ok:
         raise SystemExit(1)
@@ -215,9 +219,12 @@ def _prepare(cfg) -> None:
 
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    info = {k: len(v) for k, v in dm.datasets.items()}
-    cache = dm.datasets["train"].slices.meta.attrs.get("cache_dir", "(no cache: generated data)")
-    print(f"{cfg.data.name}: slices per split {info}; cache: {cache}")
+    info = {k: len(getattr(v, "volumes", v)) for k, v in dm.datasets.items()}
+    held = dm.datasets["train"]
+    held = held.volumes if hasattr(held, "volumes") else held.slices
+    cache = held.meta.attrs.get("cache_dir", "(no cache: generated data)")
+    print(f"{cfg.data.name}: {'volumes' if hasattr(dm.datasets['train'], 'volumes') else 'slices'} per split "
+          f"{info}; cache: {cache}")
 
 
 def run_pretrain(args: list[str]) -> None:

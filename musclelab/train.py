@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from musclelab.baselines import BASELINES, evaluate_baseline
 from musclelab.callbacks import EpochMetricsCSV
 from musclelab.checkpoint_meta import data_fields
+from musclelab.checkpoint_policy import finalize_checkpoints, last_checkpoint_callback
 from musclelab.config_validation import validate as validate_fields
 from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.labels import check_labels_early
@@ -33,8 +34,9 @@ from musclelab.metrics import observer_agreement, summarize
 from musclelab.models import MODELS, check_input_size
 from musclelab.optim import OPTIMIZERS, SCHEDULERS
 from musclelab.outputs.plots import plot_learning_curve, plot_overlays
-from musclelab.outputs.status import mark_failed, write_status
+from musclelab.outputs.status import write_status
 from musclelab.outputs.summary import print_summary
+from musclelab.resume import before_run, mark_stopped, trainer_callbacks, trainer_plugins
 from musclelab.pretext import PRETEXT_TASKS
 from musclelab.pretext.pretrain import pretrained_trunk
 from musclelab.tasks import SegmentationTask
@@ -124,10 +126,11 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
     cb = cfg.callbacks
     ckpt = ModelCheckpoint(
         dirpath=str(run_dir / CHECKPOINT_DIR), filename=Path(BEST_CKPT).stem, monitor=cb.checkpoint.monitor,
-        mode=cb.checkpoint.mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    callbacks: list[Callback] = [ckpt, EpochMetricsCSV(run_dir / "metrics.csv")]
+        mode=cb.checkpoint.mode, save_top_k=1, save_last=False, auto_insert_metric_name=False,
+        enable_version_counter=False, save_weights_only=bool(cb.checkpoint.get("save_weights_only", False)),
+    )  # last.ckpt (full state, for resume) comes from its own callback: musclelab.checkpoint_policy
+    callbacks: list[Callback] = [ckpt, last_checkpoint_callback(run_dir / CHECKPOINT_DIR),
+                                 EpochMetricsCSV(run_dir / "metrics.csv")]
     if cb.progress_bar:
         callbacks.append(RichProgressBar(leave=True))
     if cb.early_stopping.enabled:
@@ -151,15 +154,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Train, test and write every output of one run; returns the final metrics (for sweepers)."""
     run_dir = Path(cfg.paths.output_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if (done := before_run(cfg, run_dir)) is not None:  # complete already (resume=, re-launched sweep)
+        return done
     write_status(run_dir, "running")
     try:
         result = _train(cfg, run_dir)
     except BaseException as err:
-        mark_failed(run_dir, err)
+        mark_stopped(run_dir, err)  # failed, or interrupted (SIGTERM/preemption: resumable)
         raise
     finally:
         finish_wandb()
     write_status(run_dir, "complete", metrics=result)
+    finalize_checkpoints(run_dir / CHECKPOINT_DIR, keep_last=bool(cfg.callbacks.checkpoint.get("keep_last", True)))
     return result
 
 
@@ -210,9 +216,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     group = lparams.pop("group", None) or group
     logger = build_logger(cfg.logger.name, run_dir, run_name, group, resolved, **lparams)
     callbacks, ckpt_cb = build_callbacks(cfg, run_dir)
+    callbacks += trainer_callbacks()  # random states in checkpoints, NaN/inf stop, preemption signals
     trainer_kwargs = _params(cfg.trainer, ())
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False, callbacks=callbacks,
-                         enable_progress_bar=bool(cfg.callbacks.progress_bar), **trainer_kwargs)
+                         enable_progress_bar=bool(cfg.callbacks.progress_bar), plugins=trainer_plugins(),
+                         **trainer_kwargs)
     ckpt_path = str(find_resume_checkpoint(run_dir)) if cfg.resume else None
     t_fit = time.perf_counter()
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
@@ -263,7 +271,7 @@ def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule
         enable_checkpointing=False, default_root_dir=str(run_dir), deterministic=cfg.trainer.get("deterministic"),
         limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0),
     )
-    model = SegmentationTask.load_from_checkpoint(str(best), map_location="cpu")
+    model = SegmentationTask.load_from_checkpoint(str(best), map_location="cpu", weights_only=True)
     tester.test(model, datamodule=dm, verbose=False)
     rows = level_rows(cfg.eval.get("level", "slice"), model.test_rows, model, dm, run_dir,
                       bool(cfg.eval.get("save_volumes", False)))  # eval.level: slice rows and/or 3D volume rows

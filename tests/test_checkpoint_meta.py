@@ -81,3 +81,34 @@ def test_foreign_files_get_one_line_errors(tmp_path):
         load_checkpoint(raw)
     with pytest.raises(ConfigError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_checkpoint_policy_keeps_a_weights_only_best_after_completion(tmp_path, monkeypatch):
+    """Default policy: best.ckpt holds weights + description (no optimiser state); last.ckpt (full state for
+    resume=) stays while the run is unfinished and is gone once it is complete; keep_last=true keeps it."""
+    from conftest import compose_cfg
+
+    import musclelab.callbacks as cbs
+    from musclelab.outputs.status import read_status
+    from musclelab.train import train
+
+    def stop_in_epoch_1(self, trainer, pl_module):  # a run interrupted during its second epoch
+        if trainer.current_epoch == 1:
+            raise RuntimeError("interrupted")
+
+    tiny = ["logger=none", "cpu_threads=1"]
+    with monkeypatch.context() as m:
+        m.setattr(cbs.EpochMetricsCSV, "on_train_epoch_start", stop_in_epoch_1)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            train(compose_cfg(tmp_path / "cut", ["trainer.max_epochs=2", *tiny]))
+    assert read_status(tmp_path / "cut") == "failed"
+    assert (tmp_path / "cut" / "checkpoints" / "last.ckpt").exists()  # unfinished: resume needs it
+    train(compose_cfg(tmp_path / "a", ["trainer.max_epochs=1", *tiny]))
+    train(compose_cfg(tmp_path / "b", ["trainer.max_epochs=1", "callbacks.checkpoint.keep_last=true", *tiny]))
+    ckpts = tmp_path / "a" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["best.ckpt"]
+    best = torch.load(ckpts / "best.ckpt", weights_only=True)
+    assert "optimizer_states" not in best and META_KEY in best
+    last = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["optimizer_states"] and META_KEY in last
+    assert (ckpts / "best.ckpt").stat().st_size < 0.6 * (tmp_path / "b" / "checkpoints" / "last.ckpt").stat().st_size

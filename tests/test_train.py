@@ -13,7 +13,7 @@ from musclelab.outputs.status import read_status
 from musclelab.train import train
 
 RUN_FILES = [
-    "config_resolved.yaml", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "metrics.csv", "test_cases.csv",
+    "config_resolved.yaml", "checkpoints/best.ckpt", "metrics.csv", "test_cases.csv",
     "test_summary.json", "learning_curve.png", "test_overlay.png", "split_manifest.csv", "run_status.json",
 ]
 
@@ -69,7 +69,9 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
 
 def test_resume_continues_in_same_dir_and_wandb_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_cli(["train", *TINY, "trainer.max_epochs=1", "logger=wandb", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    # keep_last: a complete run keeps its full state only when asked (so it can be extended by resume=)
+    run_cli(["train", *TINY, "trainer.max_epochs=1", "logger=wandb", f"hydra.run.dir={run_dir}",
+             "callbacks.checkpoint.keep_last=true"], cwd=tmp_path)
     first_best = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
     run_cli(["train", f"resume={run_dir}", "trainer.max_epochs=2"], cwd=tmp_path)
@@ -78,7 +80,7 @@ def test_resume_continues_in_same_dir_and_wandb_run(tmp_path: Path) -> None:
     assert len(list(run_dir.glob(f"wandb/offline-run-*-{run_id}"))) == 2  # both sessions log to the same run id
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert metrics["epoch"].tolist() == [0, 1]
-    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns > first_best
+    assert (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns > first_best  # keep_last carried over
     saved = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     assert "data.img_size=64" in saved  # the original overrides were carried over
     assert not list(tmp_path.glob("outputs"))  # nothing written elsewhere

@@ -13,8 +13,8 @@ directory, every file fsynced, ``manifest.json`` last, renamed into place under 
 
 Layout of ``<cache_root>/volumes/<name>-<key16>/``: ``images/<case>.npy`` int16 HU, ``labels/<case>.npy`` uint8,
 ``source_labels/<case>.npy`` (the label on the source grid, for metrics in the source geometry),
-``raters/<rater>/<case>.npy`` (source grid), ``indices/<case>.npz`` (per class up to :data:`N_INDICES` random
-flat voxel indices, for label-class patch sampling without scanning the volume), ``meta.csv``, ``manifest.json``.
+``raters/<rater>/<case>.npy`` (source grid), ``indices/<case>.npy`` (per class up to :data:`N_INDICES` random
+flat voxel indices, -1 padded, for label-class patch sampling without scanning the volume), ``meta.csv``, ``manifest.json``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from musclelab.io import atomic_write_json, atomic_write_text, file_lock
 
 log = logging.getLogger(__name__)
 
-VOLUME_CACHE_FORMAT = 1
+VOLUME_CACHE_FORMAT = 2
 N_INDICES = 4096
 _I16 = np.iinfo(np.int16)
 
@@ -169,14 +169,13 @@ def _build(items: VolumeItems, pre: VolumePreprocess, d: Path, key: str, inputs:
                 raters.add(name)
                 _save(tmp / "raters" / name / f"{cid}.npy", np.asarray(lab, np.uint8))
             flat = c.label.ravel()
-            idx = {}
+            idx = np.full((k, N_INDICES), -1, np.int64)   # per class a random sample of its voxels, -1 padded
             for cls in range(k):
                 where = np.flatnonzero(flat == cls)
                 if len(where) > N_INDICES:
                     where = np.sort(rng.choice(where, N_INDICES, replace=False))
-                idx[f"c{cls}"] = where.astype(np.int64)
-            (tmp / "indices").mkdir(exist_ok=True)
-            np.savez(tmp / "indices" / f"{cid}.npz", **idx)
+                idx[cls, :len(where)] = where
+            _save(tmp / "indices" / f"{cid}.npy", idx)
             row = {"case_id": cid, "patient_id": case.patient_id,
                    **{f"shape_{a}": int(s) for a, s in zip("zyx", c.image.shape)},
                    **{f"spacing_{a}_mm": float(s) for a, s in zip(("z", "row", "col"), c.spacing)},

@@ -85,6 +85,15 @@ class VolumePatchDataset(Dataset):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.ppv = int(patches_per_volume)
         self.augment = augment
+        self.shapes = volumes.meta[[f"shape_{a}" for a in "zyx"]].to_numpy(int)
+        self._indices: dict[int, list[np.ndarray]] = {}   # a few volumes' class-index samples (bounded)
+
+    def class_indices(self, v: int) -> list[np.ndarray]:
+        if v not in self._indices:
+            if len(self._indices) >= 16:
+                self._indices.pop(next(iter(self._indices)))
+            self._indices[v] = self.volumes.class_indices(v)
+        return self._indices[v]
 
     def __len__(self) -> int:
         return len(self.volumes) * self.ppv
@@ -93,8 +102,8 @@ class VolumePatchDataset(Dataset):
         """HU and label patches of volume ``v`` around a label-class centre drawn with ``seed``."""
         from monai.transforms.utils import generate_label_classes_crop_centers
 
-        shape = tuple(int(self.volumes.meta.at[v, f"shape_{a}"]) for a in "zyx")
-        indices = self.volumes.class_indices(v)
+        shape = tuple(int(n) for n in self.shapes[v])
+        indices = self.class_indices(v)
         ratios = [1.0 if len(ix) else 0.0 for ix in indices]
         rs = np.random.RandomState(seed)
         centre = generate_label_classes_crop_centers(

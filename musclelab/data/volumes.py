@@ -164,8 +164,8 @@ class VolumeSet:
 
     def class_indices(self, i: int) -> list[np.ndarray]:
         """Per class, a random subsample of flat voxel indices of that class (for label-class patch sampling)."""
-        z = np.load(self.root / "indices" / f"{self.meta.at[i, 'case_id']}.npz")
-        return [z[f"c{k}"] for k in range(len(self.class_names))]
+        z = np.load(self.root / "indices" / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
+        return [row[row >= 0] for row in np.asarray(z)]
 
     def spacing(self, i: int) -> tuple[float, float, float]:
         r = self.meta.iloc[i]
@@ -180,3 +180,24 @@ class VolumeSet:
         return {"resampled_shape": tuple(int(r[f"resampled_{a}"]) for a in "zyx"),
                 "crop_start": tuple(int(r[f"crop_{a}"]) for a in "zyx"),
                 "source_shape": tuple(int(r[f"source_{a}"]) for a in "zyx")}
+
+
+def volume_problems(reader: Any) -> list:
+    """Header checks that matter only for 3D training (``musclelab data verify`` with ``data.spatial_dims=3``):
+    every image must be a volume with a positive spacing on every axis (resampling needs it)."""
+    from musclelab.data.readers.base import Problem
+
+    out = []
+    for ref in reader.scan():
+        try:
+            head, _ = reader.headers(ref)
+        except Exception as err:  # noqa: BLE001 - unreadable headers are reported by verify_dataset itself
+            del err
+            continue
+        if len(head.shape) != 3:
+            out.append(Problem.error("volume", f"image is {len(head.shape)}D {tuple(head.shape)}: data.spatial_dims=3 "
+                                     "needs volumes (use data.spatial_dims=2 for slices)", head.path, ref.case_id))
+        elif head.spacing is None or not all(np.isfinite(head.spacing)) or min(head.spacing) <= 0:
+            out.append(Problem.error("spacing", f"missing or zero voxel spacing {head.spacing}: fix the header "
+                                     "(pixdim); volumes cannot be resampled without it", head.path, ref.case_id))
+    return out

@@ -20,6 +20,7 @@ from musclelab.losses import build_loss, logits_to_labels
 from musclelab.metrics import body_composition, case_metrics
 from musclelab.models import build_model
 from musclelab.optim import build_optimizer, build_scheduler
+from musclelab.tasks.train_metrics import EpochDice
 
 
 class SegmentationTask(pl.LightningModule):
@@ -56,7 +57,7 @@ class SegmentationTask(pl.LightningModule):
                     aggregation_level="global", input_format="index")
         self.val_dice = DiceScore(**dice)
         # train Dice is logged as a metric object so it is reduced before callbacks read the epoch's metrics
-        self.train_dice = DiceScore(**{**dice, "average": "macro"})
+        self.train_dice = EpochDice(self.num_classes)  # same global Dice, a bincount per step (train_metrics)
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, np.ndarray]] = []
         self.test_forward_s = 0.0
@@ -87,7 +88,7 @@ class SegmentationTask(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, pred = self._step(batch, "train")
-        self.train_dice(pred, batch["label"])
+        self.train_dice.update(pred, batch["label"])  # update only: the epoch value is computed once
         self.log("train/dice", self.train_dice, on_step=False, on_epoch=True, batch_size=pred.shape[0])
         return loss
 
