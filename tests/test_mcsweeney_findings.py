@@ -91,3 +91,11 @@ def test_split_design_lines() -> None:
     text = "\n".join(split_design(pd.DataFrame(rows)))
     assert "identical in every run" in text and "nested" in text
     assert "cannot be checked" in split_design(None)[0]
+
+
+def test_undefined_distances_are_not_measurable_with_the_reason() -> None:
+    cases = _cases()
+    empty = (cases["init"] == "scratch") & (cases["n_train"] == 2)
+    cases.loc[empty, "rms_dta_cm"] = np.nan  # scratch predicted no muscle at n=2
+    rms = next(f for f in smallest_n_findings(cases) if "pre beats scratch in RMS-DTA" in f.claim)
+    assert rms.agrees is None and "scratch: 20 of 20 case values undefined" in rms.note

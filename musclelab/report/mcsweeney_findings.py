@@ -79,8 +79,12 @@ def smallest_n_findings(cases: pd.DataFrame) -> list[Finding]:
             a, s = _values(cases, init, n0, metric), _values(cases, SCRATCH, n0, metric)
             text = claim.format(init=init, label=label)
             if a.size == 0 or s.size == 0:
-                out.append(not_measurable(text, f"no {label} values for {init} or scratch at n={n0}",
-                                          f"{SOURCE}, Figs. 3–4"))
+                rows = {i: cases[(cases["init"] == i) & (cases["n_train"] == n0)] for i in (init, SCRATCH)}
+                why = "; ".join(f"{i}: {int(r[metric].isna().sum())} of {len(r)} case values undefined"
+                                for i, r in rows.items())
+                out.append(not_measurable(
+                    text, f"no {label} values at n={n0} ({why}; a distance is undefined when a model predicts no "
+                          "muscle)", f"{SOURCE}, Figs. 3–4"))
                 continue
             u, p = mann_whitney(a, s)
             diff = float(a.mean() - s.mean())
