@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 
+from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_text
 
 
@@ -51,3 +53,23 @@ class EpochMetricsCSV(pl.Callback):
         row["time_s"] = round(time.perf_counter() - self._t0, 3)
         self.rows.append(row)
         atomic_write_text(self.path, pd.DataFrame(self.rows).to_csv(index=False))
+
+
+class NonFiniteLossError(ConfigError):
+    """The training loss became NaN or infinite (usually a learning rate too high for the data)."""
+
+
+class NonFiniteLossStop(pl.Callback):
+    """Stops a run at the first NaN/inf training loss with an error naming the epoch and step (the run is then
+    marked ``failed``): training on would only write NaN metrics and checkpoints."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None or bool(torch.isfinite(loss.detach()).all()):
+            return
+        lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+        raise NonFiniteLossError(
+            f"training loss is {float(loss.detach().float().reshape(-1)[0])} at epoch {trainer.current_epoch}, "
+            f"step {trainer.global_step} (batch {batch_idx}): lower optim.lr (now {lr:g}) or check the input data "
+            "(musclelab data verify)")

@@ -1,0 +1,121 @@
+"""Re-launching a Hydra multirun into its existing sweep directory continues it instead of starting over.
+
+Every sweep job of every launcher (basic, ``local_parallel``/joblib, ``slurm``/submitit, including a SLURM job
+requeued after preemption) runs ``train()``, whose first step (:func:`musclelab.resume.before_run`) calls
+:func:`prepare_sweep_job` with the job's directory ``<hydra.sweep.dir>/<job number>``:
+
+| what the directory holds                           | what happens                                            |
+|----------------------------------------------------|---------------------------------------------------------|
+| nothing (new job)                                  | trains                                                  |
+| ``complete``, same composed config                 | skipped ("complete with the same config" in the log)    |
+| ``interrupted``/``running`` + ``last.ckpt``        | continues from ``last.ckpt`` (exact, see resume.py)     |
+| ``interrupted``/``running`` without a checkpoint   | trains again from the start                             |
+| ``failed``                                         | trains again from the start (the config may be fixed)   |
+| ``complete``/resumable with a *different* config   | error naming the differing keys; nothing is overwritten |
+
+"Same config" compares the job's resolved config with the ``config_resolved.yaml`` the earlier run saved
+(``resume`` ignored). Hydra rewrites the job's ``.hydra/`` files before the job runs; a first launch keeps a
+copy in ``.hydra.launch/`` and a refused re-launch puts it back, so ``resume=<job dir>`` keeps working.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from musclelab.errors import ConfigError
+from musclelab.outputs.status import read_status
+
+log = logging.getLogger(__name__)
+
+SAVED_CONFIG = "config_resolved.yaml"
+HYDRA_BACKUP = ".hydra.launch"
+IGNORED_KEYS = ("resume",)
+
+
+def _sweep_job() -> tuple[int, str] | None:
+    """(job number, sweep dir) inside a Hydra multirun job, else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ValueError, ImportError):
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return int(hc.job.num), str(hc.sweep.dir)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def config_differences(cfg: DictConfig, saved_file: Path) -> list[str]:
+    """Dotted keys whose resolved value differs between ``cfg`` and the saved resolved config."""
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    old = _flat(yaml.safe_load(saved_file.read_text()) or {})
+    keys = sorted(k for k in set(new) | set(old) if k.split(".")[0] not in IGNORED_KEYS and new.get(k) != old.get(k))
+    return keys
+
+
+def _backup_hydra(run_dir: Path) -> None:
+    src, dst = run_dir / ".hydra", run_dir / HYDRA_BACKUP
+    if src.is_dir():
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+
+
+def _restore_hydra(run_dir: Path) -> None:
+    src, dst = run_dir / HYDRA_BACKUP, run_dir / ".hydra"
+    if src.is_dir():
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+
+
+def prepare_sweep_job(cfg: DictConfig, run_dir: Path) -> str | None:
+    """Decide what a sweep job does with what its directory already holds (see the module table).
+
+    Returns ``None`` outside a multirun, else ``"new"``, ``"complete"`` (the caller skips the job),
+    ``"resume"`` (``cfg.resume`` is set to ``run_dir``) or ``"rerun"``; raises :class:`ConfigError` when a
+    complete or resumable job would be overwritten by a different config."""
+    job = _sweep_job()
+    if job is None:
+        return None
+    num, _ = job
+    status = read_status(run_dir)
+    if status is None:
+        _backup_hydra(run_dir)
+        return "new"
+    saved = run_dir / SAVED_CONFIG
+    last = run_dir / "checkpoints" / "last.ckpt"
+    keeps_results = status == "complete" or (status in ("running", "interrupted") and last.exists())
+    if keeps_results and saved.exists():
+        diff = config_differences(cfg, saved)
+        if diff:
+            _restore_hydra(run_dir)
+            shown = ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
+            raise ConfigError(f"sweep job {num} ({run_dir}) is {status} with a different config: {shown} differ; "
+                              "re-launch with the same overrides, or use a new hydra.sweep.dir")
+    if status == "complete":
+        log.info("sweep job %d: %s is complete with the same config; skipping it", num, run_dir)
+        return "complete"
+    if status in ("running", "interrupted") and last.exists():
+        log.info("sweep job %d: continuing the interrupted run in %s from %s", num, run_dir, last)
+        print(f"musclelab: sweep job {num}: continuing the interrupted run from {last}")
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
+        return "resume"
+    log.info("sweep job %d: %s was %s; training it again from the start", num, run_dir, status)
+    print(f"musclelab: sweep job {num}: previous attempt {status}; training it again from the start")
+    _backup_hydra(run_dir)
+    return "rerun"

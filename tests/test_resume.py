@@ -1,0 +1,174 @@
+"""Reliability with real processes: SIGKILL + resume is exact, SIGTERM is `interrupted`, complete runs and sweep
+jobs are not redone, NaN losses stop the run, checkpoints are written atomically."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TINY, compose_cfg, run_cli  # noqa: E402
+
+from musclelab.outputs.status import read_status  # noqa: E402
+
+# a tiny run whose epochs take about a second on one thread
+RUN = [*TINY, "cpu_threads=1", "seed=3", "trainer.max_epochs=5", "data.source.n_cases=20"]
+
+
+def _cli_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "musclelab"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "musclelab.cli"]
+
+
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([*_cli_cmd(), *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _wait_rows(run_dir: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
+    """Wait until ``metrics.csv`` has ``n`` epoch rows (the process still running)."""
+    t0 = time.time()
+    path = run_dir / "metrics.csv"
+    while time.time() - t0 < timeout:
+        if path.exists() and len(path.read_text().strip().splitlines()) - 1 >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before epoch {n}: {proc.stdout.read()[-2000:]}")
+        time.sleep(0.02)
+    pytest.fail("timed out waiting for metrics.csv")
+
+
+def _metrics(run_dir: Path) -> tuple[pd.DataFrame, dict[str, float]]:
+    rows = pd.read_csv(run_dir / "metrics.csv").drop(columns=["time_s"])
+    summary = json.loads((run_dir / "test_summary.json").read_text())["metrics"]
+    return rows, {k: v["mean"] for k, v in summary.items() if v["mean"] is not None}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The uninterrupted run."""
+    d = tmp_path_factory.mktemp("ref") / "run"
+    run_cli(["train", *RUN, f"hydra.run.dir={d}"], cwd=d.parent, timeout=300)
+    return d
+
+
+def test_sigkill_then_resume_is_exact(tmp_path, reference):
+    run = tmp_path / "run"
+    proc = _start(["train", *RUN, f"hydra.run.dir={run}"], tmp_path)
+    _wait_rows(run, proc, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert read_status(run) == "running" and (run / "checkpoints" / "last.ckpt").exists()
+    torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # never truncated, plain tensors only
+    out = run_cli(["train", f"resume={run}"], cwd=tmp_path, timeout=300)
+    assert "Restored all states" in out.stdout + out.stderr
+    assert read_status(run) == "complete"
+    rows_ref, test_ref = _metrics(reference)
+    rows, test = _metrics(run)
+    assert len(rows) == len(rows_ref) == 5
+    diff = (rows - rows_ref).abs().to_numpy().max()
+    assert diff <= 1e-6, f"metrics.csv differs by {diff}"
+    assert test.keys() == test_ref.keys()
+    assert max(abs(test[k] - test_ref[k]) for k in test) <= 1e-6
+
+    # resuming the complete run: says so, trains nothing, changes nothing
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+    out = run_cli(["train", f"resume={run}"], cwd=tmp_path, timeout=300)
+    assert "already complete: nothing to resume" in out.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if not k.endswith(".log")} == \
+        {k: v for k, v in before.items() if not k.endswith(".log")}
+
+
+def test_sigterm_marks_interrupted_and_resumes(tmp_path, reference):
+    run = tmp_path / "run"
+    proc = _start(["train", *RUN, f"hydra.run.dir={run}"], tmp_path)
+    _wait_rows(run, proc, 1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    status = json.loads((run / "run_status.json").read_text())
+    assert status["status"] == "interrupted", (status, out[-2000:])
+    assert status["resume_from"].endswith("last.ckpt") and "Traceback" not in out
+    run_cli(["train", f"resume={run}"], cwd=tmp_path, timeout=300)
+    rows_ref, test_ref = _metrics(reference)
+    rows, test = _metrics(run)
+    assert (rows - rows_ref).abs().to_numpy().max() <= 1e-6
+    assert max(abs(test[k] - test_ref[k]) for k in test) <= 1e-6
+
+
+def test_sigusr1_outside_slurm_is_a_preemption(tmp_path):
+    run = tmp_path / "run"
+    proc = _start(["train", *RUN, f"hydra.run.dir={run}"], tmp_path)
+    _wait_rows(run, proc, 1)
+    proc.send_signal(signal.SIGUSR1)
+    proc.communicate(timeout=120)
+    assert read_status(run) == "interrupted"
+
+
+def test_nan_loss_stops_with_epoch_and_step(tmp_path):
+    from musclelab.train import train
+
+    cfg = compose_cfg(tmp_path, ["optim.lr=10", "optim.name=sgd", "+optim.momentum=0.99", "optim.scheduler=none",
+                                 "trainer.max_epochs=3", "loss=ce"])
+    with pytest.raises(Exception, match=r"training loss is (nan|inf) at epoch \d+, step \d+ .*lower optim.lr"):
+        train(cfg)
+    assert read_status(tmp_path) == "failed"
+
+
+def test_atomic_checkpoint_io_keeps_the_old_file(tmp_path, monkeypatch):
+    from musclelab.resume import AtomicCheckpointIO
+
+    io_ = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io_.save_checkpoint({"w": torch.ones(3)}, path)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # a kill in the middle of the write
+
+    monkeypatch.setattr("musclelab.io.os.replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        io_.save_checkpoint({"w": torch.zeros(3)}, path)
+    assert torch.equal(io_.load_checkpoint(path)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temp file left
+
+
+def _sweep(tmp_path: Path, sweep: Path, extra: list[str], check: bool = True) -> subprocess.CompletedProcess:
+    args = ["train", "-m", *RUN, "trainer.max_epochs=2", "seed=1,2,3", "callbacks.checkpoint.keep_last=true",
+            f"hydra.sweep.dir={sweep}", *extra]
+    return run_cli(args, cwd=tmp_path, check=check, timeout=600)
+
+
+@pytest.mark.parametrize("launcher", ["basic", "local_parallel"])
+def test_relaunched_sweep_skips_resumes_and_refuses_changes(tmp_path, launcher):
+    sweep = tmp_path / "sweep"
+    extra = [] if launcher == "basic" else ["hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2"]
+    _sweep(tmp_path, sweep, extra)
+    assert all(read_status(sweep / j) == "complete" for j in "012")
+    done = {j: (sweep / j / "test_summary.json").stat().st_mtime_ns for j in "012"}
+    # job 1 as a SIGTERM leaves it (interrupted, last.ckpt kept), job 2 failed
+    (sweep / "1" / "run_status.json").write_text(json.dumps({"status": "interrupted"}))
+    (sweep / "2" / "run_status.json").write_text(json.dumps({"status": "failed"}))
+
+    out = _sweep(tmp_path, sweep, extra)
+    log = out.stdout + out.stderr + "".join(p.read_text() for p in sweep.glob("*/train.log"))
+    assert "sweep job 0" in log and "complete with the same config" in log
+    assert "sweep job 1: continuing the interrupted run" in log
+    assert "sweep job 2: previous attempt failed; training it again" in log
+    assert (sweep / "0" / "test_summary.json").stat().st_mtime_ns == done["0"]  # not overwritten
+    assert all(read_status(sweep / j) == "complete" for j in "012")
+    assert (sweep / "2" / "test_summary.json").stat().st_mtime_ns != done["2"]
+
+    out = _sweep(tmp_path, sweep, [*extra, "optim.lr=0.001"], check=False)
+    assert out.returncode != 0
+    assert "is complete with a different config: optim.lr differ" in out.stdout + out.stderr
+    assert (sweep / "0" / "test_summary.json").stat().st_mtime_ns == done["0"]
+    assert "optim.lr=0.001" not in (sweep / "0" / ".hydra" / "overrides.yaml").read_text()  # put back
