@@ -110,7 +110,7 @@ def test_report_writes_files_through_the_entry_point(study: Path, tmp_path: Path
 @pytest.mark.parametrize("override, match", [
     ("data.labels=[trapezius,erector_spinae]", "data.labels: 'trapezius' is not a class.*known: erector_spinae"),
     ("data.labels=[obliques,obliques]", "data.labels: 'obliques' is listed twice"),
-    ("data.source.n_volumes=2", "data.n_folds=3"),
+    ("data.n_folds=8", "6 patients cannot make data.n_folds=8 folds"),      # 6 volumes
 ])
 def test_bad_study_settings_fail_before_training(tmp_path: Path, override: str, match: str) -> None:
     from musclelab.train import train
