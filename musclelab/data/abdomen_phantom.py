@@ -132,16 +132,16 @@ LIVER_SITES: dict[str, AbdomenSite] = {
         "after chemotherapy in about a third",
         fov_factor=(1.12, 1.50), fov_mm=(300.0, 500.0), thickness_mm=(2.5, 3.0, 4.0, 5.0),
         noise_sd=(9.0, 22.0), noise_corr_mm=0.8, blur_mm=(0.5, 1.1), hu_scale=1.0, hu_offset=(-6.0, 6.0),
-        phase_probs=(0.10, 0.20, 0.70), p_tumour=0.85, max_tumours=3, tumour_radius_mm=22.0, p_steatosis=0.3),
+        phase_probs=(0.10, 0.20, 0.70), p_tumour=0.85, max_tumours=3, tumour_radius_mm=28.0, p_steatosis=0.3),
     "btcv": AbdomenSite(
         "btcv", "BTCV-like (Multi-Atlas Abdomen): one centre, portal venous, 3 mm slices, FOV ~340-500 mm, "
-        "noisier (~25 HU), +15 HU calibration offset; a colorectal-cancer cohort (liver metastases in half the "
+        "noisier (~25 HU), +15 HU calibration offset; a colorectal-cancer cohort (liver metastases in 60% of the "
         "volumes, fatty liver in a quarter); its 13-organ label set has no lesion class and the portal/splenic "
         "vein and the IVC as organs of their own, emulated by an annotation protocol that traces the liver "
         "around lesions and leaves intrahepatic vessels out of the liver label",
         fov_factor=(1.15, 1.35), fov_mm=(340.0, 500.0), thickness_mm=(3.0,),
         noise_sd=(22.0, 28.0), noise_corr_mm=1.0, blur_mm=(0.9, 1.1), hu_scale=1.0, hu_offset=(15.0, 15.0),
-        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.5, max_tumours=3, tumour_radius_mm=18.0, p_steatosis=0.25,
+        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.6, max_tumours=3, tumour_radius_mm=24.0, p_steatosis=0.25,
         vessels_in_liver=False, tumours_labelled=False),
     "chaos": AbdomenSite(
         "chaos", "CHAOS-like (healthy liver donors): portal venous, 3.0-3.2 mm slices, tight FOV (~300-420 "
