@@ -201,6 +201,12 @@ def _sources():
     return SOURCES
 
 
+def _dataset_names():
+    """Slice sources and volume sources (data.spatial_dims=3) together (issue 9)."""
+    from musclelab.data.volume_sources import VOLUME_SOURCES
+    return _Names("dataset", {*_sources().names(), *VOLUME_SOURCES.names()})
+
+
 def _models():
     from musclelab.baselines import BASELINES
     from musclelab.models import MODELS
@@ -297,7 +303,7 @@ RULES: list[Rule] = [
     Rule("eval.sliding_window.sw_batch_size", "int", ge=1),
     Rule("eval.save_predictions", "int", ge=0),
     # data (conf/data/_common.yaml and every data config)
-    Rule("data.name", "name", registry=_sources),
+    Rule("data.name", "name", registry=_dataset_names),
     Rule("data.img_size", "int", ge=8, le=4096),
     Rule("data.root", "str", nullable=True),
     Rule("data.cache_dir", "str"),

@@ -59,6 +59,11 @@ def test_observer_reach_and_pretrained_first() -> None:
     assert first.agrees is True and "pre at n=2; scratch at n=8" in first.measured
     none = observer_findings({"dsc": pd.DataFrame(), "rms": pd.DataFrame()})
     assert all(f.agrees is None for f in none)
+    high = _observers().assign(dsc=lambda d: d["dsc"] + 0.2, rms_dta_cm=lambda d: d["rms_dta_cm"] / 20)  # unreachable
+    d_high = {"dsc": dunnett_vs_observers(cases, high, "dsc"), "rms": dunnett_vs_observers(cases, high, "rms_dta_cm")}
+    unreached = [f for f in observer_findings(d_high) if f.claim.startswith("a pretrained init reaches")]
+    assert unreached and all(f.agrees is None and "no init reaches" in f.note for f in unreached)
+    assert all(f.agrees is False for f in observer_findings(d_high) if f.claim.startswith("every init"))
 
 
 def test_appendix_c_and_convergence_and_plateau() -> None:
@@ -68,7 +73,7 @@ def test_appendix_c_and_convergence_and_plateau() -> None:
     mats = mann_whitney_matrices(mwu)
     assert set(mats) == {2, 8, 24} and (np.diag(mats[2].to_numpy()) == 1.0).all()
     assert mats[2].loc["pre", "scratch"] == mats[2].loc["scratch", "pre"] < 1e-6
-    conv = convergence_finding(cases, mwu)
+    conv = convergence_finding(cases)
     assert conv.agrees is True and "at n=2" in conv.measured
     plateau = {f.claim.split(":")[0]: f for f in plateau_findings(cases)}
     assert set(plateau) == {"scratch", "pre", "worse"}

@@ -361,7 +361,7 @@ def analyze(study_dir: str | Path, rng: int = 0) -> McSweeneyResult:
     return McSweeneyResult(study=study, cases=cases, excluded=excluded, observers=obs,
                            summary=summarize_groups(cases, study.missing), band=observer_band(obs),
                            dunnett=dunnett, sources=sources, notes=notes, mann_whitney=mwu,
-                           findings=mf.mcsweeney_findings(cases, dunnett, mwu),
+                           findings=mf.mcsweeney_findings(cases, dunnett),
                            split_lines=mf.split_design(mf.load_manifests(study.root, study.used)))
 
 
