@@ -172,3 +172,28 @@ def test_relaunched_sweep_skips_resumes_and_refuses_changes(tmp_path, launcher):
     assert "is complete with a different config: optim.lr differ" in out.stdout + out.stderr
     assert (sweep / "0" / "test_summary.json").stat().st_mtime_ns == done["0"]
     assert "optim.lr=0.001" not in (sweep / "0" / ".hydra" / "overrides.yaml").read_text()  # put back
+
+
+PRETEXT_CHILD = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+from musclelab.cli import main
+main(["pretrain", *sys.argv[1:]])
+"""
+
+
+def test_two_processes_build_the_pretext_cache_once(tmp_path):
+    cache = tmp_path / "cache"
+    args = ["model=fcn_resnet50", "data.img_size=32", "data.channels=3", "init=autoencoder", "init.pretext.epochs=2",
+            "init.pretext.patience=1", "init.pretext.batch_size=4", "data.source.n_cases=16", "callbacks.progress_bar=false",
+            f"paths.cache_dir={cache}", "cpu_threads=1"]
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", PRETEXT_CHILD, *args], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sum(o.count("pretraining for") for o in outs) == 1, outs  # trained once ...
+    trunks = {line.split("trunk weights ")[1] for o in outs for line in o.splitlines() if "trunk weights " in line}
+    assert len(trunks) == 1  # ... and both got the same file
+    entries = sorted(p.name for p in (cache / "pretext").iterdir())
+    assert len([e for e in entries if not e.endswith(".lock")]) == 1, entries  # no temp dir left
