@@ -2,11 +2,12 @@
 
 * :class:`RandomStateCheckpoint` stores every random stream in each checkpoint — torch (CPU and CUDA), NumPy,
   Python's ``random``, the augmentation transforms' own generators and the train loader's shuffling generator
-  (when it has one; otherwise shuffling draws from torch's stream) — and restores them at the start of the
-  first epoch after a resume. Lightning restores weights, optimiser, schedulers and loops but no random state,
+  (when it has one; otherwise shuffling draws from torch's stream) — and restores them when a resumed fit
+  starts. Lightning restores weights, optimiser, schedulers and loops but no random state,
   so without this the first resumed epoch shuffles and augments differently (issue 11: test Dice 0.811 vs
   0.823). Restored in ``on_fit_start``: on resume Lightning creates the train iterator (which draws the
-  shuffling seed from torch's stream) before the first epoch's hooks run. The states are plain tensors and ints, so checkpoints still load with ``weights_only=True``.
+  shuffling seed from torch's stream) before the first epoch's hooks run. The states are plain tensors and
+  ints, so checkpoints still load with ``weights_only=True``.
 * :class:`AtomicCheckpointIO`: Lightning writes a checkpoint by truncating the file and writing into it, so a
   kill during the write leaves a truncated ``last.ckpt`` that the next ``resume=`` trusts; this plug-in writes a
   temporary file and renames it (:func:`musclelab.io.atomic_write_bytes`): the previous file or the new one.

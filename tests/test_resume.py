@@ -185,7 +185,8 @@ main(["pretrain", *sys.argv[1:]])
 def test_two_processes_build_the_pretext_cache_once(tmp_path):
     cache = tmp_path / "cache"
     args = ["model=fcn_resnet50", "data.img_size=32", "data.channels=3", "init=autoencoder", "init.pretext.epochs=2",
-            "init.pretext.patience=1", "init.pretext.batch_size=4", "data.source.n_cases=16", "callbacks.progress_bar=false",
+            "init.pretext.patience=1", "init.pretext.batch_size=4", "data.source.n_cases=16",
+            "callbacks.progress_bar=false",
             f"paths.cache_dir={cache}", "cpu_threads=1"]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
     procs = [subprocess.Popen([sys.executable, "-c", PRETEXT_CHILD, *args], cwd=tmp_path, env=env,

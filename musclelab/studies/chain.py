@@ -307,7 +307,7 @@ def evaluate_stage(plan: StagePlan, datasets: Mapping[str, Any],
                 if model is None:
                     from musclelab.tasks import SegmentationTask
 
-                    model = SegmentationTask.load_from_checkpoint(str(ckpt), map_location="cpu")
+                    model = SegmentationTask.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
                 record = _evaluate(model, cfgs[name], name, ckpt, keys[name], datamodules)
             out[name] = record
     return {name: out[name] for name in datasets}
