@@ -1,12 +1,13 @@
 """Non-learning segmentation baselines, run and scored exactly like a trained model: ``model=threshold``.
 
 Yoon et al. 2024 compare their networks with a semi-automatic threshold tool (Table 3). Selecting the baseline
-as a model (``musclelab train -m experiment=yoon2024_muscle model=unet,...,threshold``) gives it the same test
+as a model (``musclelab train -m experiment=yoon2024_muscle model=unet,...,threshold,threshold_boundary``) gives it the same test
 split, the same per-case metrics (``test_cases.csv``), inference time per slice and report row as every
 network, with nothing to train (``fit_time_s`` 0). A baseline sees the raw HU slice, not the windowed network
 input, because its rules are written in Hounsfield units.
 
-One registry (:data:`BASELINES`), name -> ``predict(image_hu (H, W), spacing_mm (row, col), **model.params)``
+One registry (:data:`BASELINES`), name -> ``predict(image_hu (H, W), spacing_mm (row, col), case_id=...,
+**model.params)``
 returning a label map ``(H, W)``. The training registry (:data:`musclelab.models.MODELS`) is separate because
 a baseline has no weights, optimiser or input-size constraint.
 """
@@ -24,15 +25,42 @@ PredictFn = Callable[..., np.ndarray]
 BASELINES: Registry[PredictFn] = Registry("non-learning baseline", "model.name")
 
 
-@BASELINES.register("threshold")
-def threshold_predict(image_hu: np.ndarray, spacing_mm: tuple[float, float], *, hu_min: float = -29.0,
-                      hu_max: float = 150.0, body_threshold_hu: float = -500.0, detach_mm: float = 5.0) -> np.ndarray:
-    """Skeletal muscle = ``hu_min <= HU <= hu_max`` inside the body outline (no organ exclusion): see
-    :mod:`musclelab.models.threshold`. Returns a ``uint8`` map (1 muscle)."""
-    from musclelab.models.threshold import threshold_muscle
+BOUNDARIES = ("none", "phantom", "masks")
 
+
+def threshold_boundary_predict(image_hu: np.ndarray, spacing_mm: tuple[float, float], *, case_id: str = "",
+                               boundary: str = "phantom", **params: Any) -> np.ndarray:
+    """:func:`threshold_predict` with the inner abdominal boundary the tool's user draws (``phantom`` or
+    ``masks``): the paper's semi-automatic tool, a row of its own in the architecture table."""
+    if boundary == "none":
+        raise ValueError("model=threshold_boundary needs model.params.boundary phantom or masks (none is "
+                         "model=threshold)")
+    return threshold_predict(image_hu, spacing_mm, case_id=case_id, boundary=boundary, **params)
+
+
+@BASELINES.register("threshold")
+def threshold_predict(image_hu: np.ndarray, spacing_mm: tuple[float, float], *, case_id: str = "",
+                      hu_min: float = -29.0, hu_max: float = 150.0, body_threshold_hu: float = -500.0,
+                      detach_mm: float = 5.0, boundary: str = "none", boundary_dir: str | None = None,
+                      phantom_seed: int = 0) -> np.ndarray:
+    """Skeletal muscle = ``hu_min <= HU <= hu_max`` inside the body outline (see :mod:`musclelab.models.threshold`
+    for the range's source) and, with an inner abdominal ``boundary``, outside it: ``none`` (no organ
+    exclusion), ``phantom`` (the built-in L3 phantom's known fascia, regenerated with ``phantom_seed``) or
+    ``masks`` (the user's masks, ``<boundary_dir>/<case_id>.npy|.png|.nii.gz``). Returns a ``uint8`` map (1 muscle)."""
+    from musclelab.models.threshold import phantom_inner_boundary, read_boundary_mask, threshold_muscle
+
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"model.params.boundary={boundary!r} unknown; known: {', '.join(BOUNDARIES)}")
+    exclude = None
+    if boundary == "phantom":
+        exclude = phantom_inner_boundary(case_id, image_hu, phantom_seed)
+    elif boundary == "masks":
+        if not boundary_dir:
+            raise ValueError("model.params.boundary=masks needs model.params.boundary_dir (a folder of "
+                             "<case_id>.npy/.png/.nii.gz inner abdominal boundary masks)")
+        exclude = read_boundary_mask(boundary_dir, case_id, np.shape(image_hu))
     return threshold_muscle(image_hu, hu_min, hu_max, body_threshold_hu, spacing_mm=spacing_mm,
-                            detach_mm=detach_mm).astype(np.uint8)
+                            detach_mm=detach_mm, exclude=exclude).astype(np.uint8)
 
 
 def evaluate_baseline(name: str, params: dict[str, Any], dataset: Any, class_names: list[str],
@@ -58,7 +86,7 @@ def evaluate_baseline(name: str, params: dict[str, Any], dataset: Any, class_nam
         spacing = tuple(float(s) for s in item["spacing"])
         label = item["label"].numpy()
         t0 = time.perf_counter()
-        pred = predict(hu, spacing, **params)
+        pred = predict(hu, spacing, case_id=str(item["case_id"]), **params)
         seconds += time.perf_counter() - t0
         row: dict[str, Any] = {"case_id": item["case_id"], "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1]}
         row.update(case_metrics(pred, label, spacing, class_names))
@@ -70,3 +98,6 @@ def evaluate_baseline(name: str, params: dict[str, Any], dataset: Any, class_nam
             examples.append({"case_id": item["case_id"], "image": item["image"].numpy(), "label": label,
                              "pred": pred})
     return rows, examples, seconds
+
+
+BASELINES.register("threshold_boundary")(threshold_boundary_predict)

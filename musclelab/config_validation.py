@@ -282,6 +282,7 @@ def _liver_targets():
 PHANTOM = {"data.name": "phantom"}
 ABDOMEN = {"data.name": "abdomen_phantom"}
 LUMBAR = {"data.name": "lumbar_phantom"}
+THIGH = {"data.name": "thigh_phantom"}
 READER_DATA = {"data.name": ("lits", "btcv", "chaos", "l3_folder", "msd")}
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "64", "transformer-engine")
 
@@ -337,6 +338,8 @@ RULES: list[Rule] = [
     Rule("data.augment.elastic_magnitude", "float", ge=0),
     Rule("data.augment.shear_deg", "float", ge=0, lt=90),
     Rule("data.augment.repeats", "int", ge=1),
+    Rule("data.augment.rot90_prob", "float", ge=0, le=1, note="3D: in-plane 90-degree rotations"),
+    Rule("data.augment.intensity_shift", "float", ge=0, note="3D: offset range of the windowed intensities"),
     # data.source: the built-in phantoms
     Rule("data.source.target", "name", registry=_phantom_targets, when=PHANTOM),
     Rule("data.source.site", "name", registry=_phantom_sites, when=PHANTOM),
@@ -355,6 +358,13 @@ RULES: list[Rule] = [
                                                                                         "abdomen_phantom")}),
     # data.source: the lumbar phantom (issue 10)
     Rule("data.source.slices", "choice", choices=("all", "l3"), when=LUMBAR),
+    Rule("data.source.n_volumes", "int", ge=1, when=THIGH),
+    Rule("data.source.size", "int", ge=32, when=THIGH, note="in-plane pixels"),
+    Rule("data.source.n_slices", "int", ge=8, when=THIGH),
+    Rule("data.source.phantom_seed", "int", ge=0, when=THIGH),
+    Rule("data.source.fat_plane_mm", "float", ge=0, when=THIGH),
+    Rule("data.source.rater_sd_mm", "float", ge=0, when=THIGH),
+    Rule("data.source.n_raters", "int", ge=0, when=THIGH),
     Rule("data.source.site", "str", when=LUMBAR),
     Rule("data.source.n_volumes", "int", ge=3, when=LUMBAR),
     Rule("data.source.thickness_mm", "float", gt=0),
