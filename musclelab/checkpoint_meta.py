@@ -9,7 +9,8 @@ Every checkpoint a :class:`~musclelab.tasks.SegmentationTask` saves gets a ``"mu
 - the input mapping: ``window`` (preset name and its HU range and gamma), ``channels`` and ``normalisation``
   (``none``, or ``imagenet`` with its mean/std for 3-channel inputs);
 - the geometry: ``spatial_dims`` (2 or 3), ``img_size`` (2D: slices resized to ``img_size`` px per side keeping
-  their field of view), ``spacing`` (3D: target spacing in mm) and ``patch_size`` (3D: sliding-window patch);
+  their field of view), ``spacing`` (3D: target spacing in mm), ``patch_size`` and ``sliding_window`` (3D: the
+  window's size and blending) and ``crop_foreground`` (3D: volumes cropped to the body before the window);
 - where it came from: ``data`` (data set name and source parameters), ``musclelab_version``, ``format``.
 
 A ``best.ckpt`` copied alone to another machine is therefore enough for ``musclelab predict``.
@@ -61,7 +62,7 @@ def data_fields(data: Any) -> dict[str, Any]:
     d = _plain(data)
     out = {"data": d.get("name"), "window": d.get("window", "abdomen"), "channels": int(d.get("channels", 1)),
            "img_size": d.get("img_size"), "source": d.get("source") or {}}
-    for key in ("spatial_dims", "spacing", "patch_size"):
+    for key in ("spatial_dims", "spacing", "patch_size", "crop_foreground"):
         if d.get(key) is not None:
             out[key] = d[key]
     return out
@@ -77,7 +78,7 @@ def describe(hparams: dict[str, Any]) -> dict[str, Any]:
     window_name = meta.get("window", "abdomen")
     win = WINDOWS.get(window_name)
     channels = int(meta.get("channels", hp.get("in_channels", 1)))
-    spatial_dims = int(meta.get("spatial_dims", 2))
+    spatial_dims = int(hp.get("spatial_dims") or meta.get("spatial_dims", 2))
     norm: dict[str, Any] = {"name": "none"}
     if channels == 3:
         norm = {"name": "imagenet", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
@@ -95,7 +96,9 @@ def describe(hparams: dict[str, Any]) -> dict[str, Any]:
         "spatial_dims": spatial_dims,
         "img_size": hp.get("img_size", meta.get("img_size")),
         "spacing": meta.get("spacing"),
-        "patch_size": meta.get("patch_size"),
+        "patch_size": hp.get("patch_size") or meta.get("patch_size"),
+        "sliding_window": hp.get("sliding_window") or {},
+        "crop_foreground": bool(meta.get("crop_foreground", True)),
         "data": {"name": meta.get("data"), "source": meta.get("source") or {}},
     }
 
@@ -173,6 +176,7 @@ def build_network(loaded: LoadedCheckpoint) -> torch.nn.Module:
     meta = loaded.meta
     out_channels = build_loss(meta["loss"]["name"], len(meta["class_names"]), **meta["loss"]["params"]).out_channels
     size = meta["patch_size"] if meta["spatial_dims"] == 3 and meta.get("patch_size") else meta["img_size"]
-    net = build_model(meta["model"]["name"], int(meta["in_channels"]), out_channels, size, **meta["model"]["params"])
+    net = build_model(meta["model"]["name"], int(meta["in_channels"]), out_channels, size,
+                      spatial_dims=int(meta["spatial_dims"]), **meta["model"]["params"])
     net.load_state_dict(loaded.net_state, strict=True)
     return net.eval()
