@@ -38,7 +38,7 @@ IGNORED_KEYS = ("resume",)
 
 
 def _sweep_job() -> tuple[int, str] | None:
-    """(job number, sweep dir) inside a Hydra multirun job, else None."""
+    """(job number, the job's output dir) inside a Hydra multirun job, else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -48,7 +48,7 @@ def _sweep_job() -> tuple[int, str] | None:
         return None
     if hc.mode != RunMode.MULTIRUN:
         return None
-    return int(hc.job.num), str(hc.sweep.dir)
+    return int(hc.job.num), str(hc.runtime.output_dir)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -91,7 +91,9 @@ def prepare_sweep_job(cfg: DictConfig, run_dir: Path) -> str | None:
     job = _sweep_job()
     if job is None:
         return None
-    num, _ = job
+    num, job_dir = job
+    if Path(job_dir).resolve() != Path(run_dir).resolve():
+        return None  # a run inside the job (e.g. a transfer chain's stage, which the stage cache manages)
     status = read_status(run_dir)
     if status is None:
         _backup_hydra(run_dir)

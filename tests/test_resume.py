@@ -198,3 +198,16 @@ def test_two_processes_build_the_pretext_cache_once(tmp_path):
     assert len(trunks) == 1  # ... and both got the same file
     entries = sorted(p.name for p in (cache / "pretext").iterdir())
     assert len([e for e in entries if not e.endswith(".lock")]) == 1, entries  # no temp dir left
+
+
+def test_pretext_build_drops_what_a_killed_build_left(tmp_path):
+    from musclelab.pretext.pretrain import _drop_partial
+
+    final = tmp_path / "pretext" / "autoencoder-0123456789abcdef"
+    (tmp_path / "pretext" / ".autoencoder-0123456789abcdef.x1y2").mkdir(parents=True)  # a killed build's temp dir
+    final.mkdir()
+    (final / "trunk.pt").write_bytes(b"trunc")  # a directory without pretext.json is never trusted
+    other = tmp_path / "pretext" / "jigsaw-0123456789abcdef"
+    other.mkdir()
+    _drop_partial(final)
+    assert sorted(p.name for p in (tmp_path / "pretext").iterdir()) == ["jigsaw-0123456789abcdef"]

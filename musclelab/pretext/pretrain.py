@@ -82,6 +82,7 @@ def pretrained_trunk(cfg: DictConfig, dm: SegmentationDataModule, run_dir: str |
     else:
         with file_lock(root / f"{name}-{key[:16]}.lock", what=f"pretext {name}"):
             if not (final / MANIFEST).exists():
+                _drop_partial(final)  # left by a process killed mid-build (we hold the lock)
                 _train(cfg, dm, final, key, inputs)
     if run_dir is not None:
         for src in (CURVE_CSV, CURVE_PNG):
@@ -134,6 +135,15 @@ def plot_pretext_curve(curve: pd.DataFrame, path: str | Path, title: str) -> Pat
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def _drop_partial(final: Path) -> None:
+    """Remove what a killed build of ``final`` left: its temporary directories and a directory without the
+    manifest (a complete build renames a directory that already holds it)."""
+    for stale in final.parent.glob(f".{final.name}.*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)
 
 
 def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, inputs: dict[str, Any]) -> None:
