@@ -376,13 +376,14 @@ def overlay_png(path: Path, hu: np.ndarray, labels: np.ndarray, window: Any) -> 
     if hu.ndim == 3:
         k = int(np.argmax((labels > 0).reshape(len(labels), -1).sum(1)))
         hu, labels = hu[k], labels[k]
-    grey = (np.clip((hu - window.hu_min) / (window.hu_max - window.hu_min), 0, 1) * 255).astype(np.float32)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    fg = labels > 0
-    colours = _COLOURS[np.minimum(labels[fg], len(_COLOURS) - 1)].astype(np.float32)
-    rgb[fg] = 0.55 * rgb[fg] + 0.45 * colours
+    scale = 255.0 / (window.hu_max - window.hu_min)
+    grey = Image.fromarray(np.clip((hu - window.hu_min) * scale, 0, 255).astype(np.uint8)).convert("RGB")
+    classes = Image.fromarray(np.minimum(labels, len(_COLOURS) - 1).astype(np.uint8), mode="P")
+    classes.putpalette(_COLOURS.ravel().tolist())
+    blended = Image.blend(grey, classes.convert("RGB"), 0.45)  # PIL does the per-pixel work in C
+    out = Image.composite(blended, grey, Image.fromarray(((labels > 0) * 255).astype(np.uint8)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(rgb.astype(np.uint8)).save(path, compress_level=1)  # fast zlib: a quick look, not an archive
+    out.save(path, compress_level=1)  # fast zlib: a quick look, not an archive
     return path
 
 
