@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from musclelab.report import write_report
-from musclelab.report.wandb_upload import wandb_target
+from musclelab.report.wandb_upload import upload_report, wandb_target
 from test_report import make_study
 
 
@@ -24,8 +24,7 @@ def test_report_goes_to_wandb_offline(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("WANDB_SILENT", "true")
     study = make_study(tmp_path / "2024-01-01_00-00-00")
     assert wandb_target(study) is None  # csv-logged runs: nothing is sent
-    write_report(study, tmp_path / "plain", kind="mcsweeney")
-    assert not (tmp_path / "plain" / "wandb").exists()
+    assert upload_report(tmp_path / "report.md", study, "mcsweeney") is None
     _use_wandb(study)
     target = wandb_target(study)
     assert target == {"project": "musclelab-test", "entity": None, "group": "2024-01-01_00-00-00",
