@@ -124,7 +124,7 @@ def bench_sliding_window(tmp: Path, size: int, n_slices: int) -> dict[str, float
     x = torch.from_numpy(apply_window(np.asarray(item.image(0))[None], "thigh", 1))
     out = {"scan_shape": str(tuple(x.shape[2:]))}
     nets = {"unetr_smoke": build_model("unetr", 1, 30, list(PATCH), spatial_dims=3, feature_size=8, hidden_size=96,
-                                       mlp_dim=192, num_heads=4, num_layers=4),
+                                       mlp_dim=192, num_heads=4),
             "unet_smoke": build_model("unet", 1, 30, list(PATCH), spatial_dims=3, channels=[8, 16, 32],
                                       strides=[2, 2], num_res_units=1)}
     for name, net in nets.items():
