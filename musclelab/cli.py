@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -26,13 +25,7 @@ import yaml
 SUBCOMMANDS = ("train", "transfer", "pretrain", "report", "phantom", "data", "predict")
 
 
-def config_dir() -> Path:
-    """The Hydra config tree: ``$MUSCLELAB_CONF`` or the ``conf/`` folder of the musclelab checkout."""
-    path = Path(os.environ.get("MUSCLELAB_CONF") or Path(__file__).resolve().parents[1] / "conf")
-    if not (path / "train.yaml").exists():
-        raise SystemExit(f"musclelab: no train.yaml in config dir {path}; set MUSCLELAB_CONF to the conf/ folder "
-                         "of a musclelab checkout (pip install -e . keeps it in place)")
-    return path
+from musclelab.config_paths import config_dir  # noqa: E402  (re-exported: musclelab.cli.config_dir)
 
 
 def _quote(value: str) -> str:

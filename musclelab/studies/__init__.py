@@ -187,7 +187,7 @@ def transfer_overrides(args: Sequence[str]) -> list[str]:
     ``task_name=transfer`` (keys given on the command line win)."""
     import yaml
 
-    from musclelab.cli import config_dir
+    from musclelab.config_paths import config_dir
 
     args = list(args)
     defaults = yaml.safe_load((config_dir() / "train.yaml").read_text()).get("defaults") or []
@@ -215,7 +215,7 @@ def main_transfer(args: list[str]) -> None:
     import hydra
     from omegaconf import DictConfig
 
-    from musclelab.cli import config_dir
+    from musclelab.config_paths import config_dir
     from musclelab.errors import ConfigError
 
     @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
