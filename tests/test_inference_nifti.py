@@ -42,3 +42,15 @@ def test_nifti_roundtrip_with_spacing_and_reference(tmp_path):
     with pytest.raises(ValueError, match="reference"):
         save_nifti(tmp_path / "bad.nii.gz", np.ones((2, 2, 2), np.uint8), reference=tmp_path / "ref.nii.gz")
     assert lps_affine((2.0, 1.0, 1.0))[2, 2] == 2.0
+
+
+def test_nifti_on_a_2d_reference_slice(tmp_path):
+    import SimpleITK as sitk
+
+    ref = sitk.GetImageFromArray(np.zeros((6, 7), np.int16))
+    ref.SetSpacing((0.8, 0.9))
+    sitk.WriteImage(ref, str(tmp_path / "slice.nrrd"))
+    mask = np.zeros((6, 7), np.uint8)
+    mask[2, 3] = 1
+    arr, sp = load_nifti(save_nifti(tmp_path / "m.nii.gz", mask, reference=tmp_path / "slice.nrrd"))
+    assert arr.shape == (6, 7) and arr[2, 3] == 1 and sp == pytest.approx((0.9, 0.8))

@@ -33,11 +33,14 @@ def _sitk_image(array: np.ndarray, spacing: Sequence[float] | None, reference: s
                 origin_lps: Sequence[float] | None):
     import SimpleITK as sitk
 
-    img = sitk.GetImageFromArray(np.ascontiguousarray(array))   # (z, row, col) -> sitk (x=col, y=row, z)
     if reference is not None:
         from musclelab.data.readers.base import open_image
 
         ref = open_image(reference)
+        if ref.GetDimension() == 2:   # a single slice: a one-slice volume (DICOMOrient needs 3D)
+            ref = sitk.JoinSeries(ref)
+            array = array[None] if array.ndim == 2 else array
+        img = sitk.GetImageFromArray(np.ascontiguousarray(array))   # (z, row, col) -> sitk (x=col, y=row, z)
         ref_lps = sitk.DICOMOrient(ref, "LPS")
         if tuple(reversed(ref_lps.GetSize())) != tuple(array.shape):
             raise ValueError(f"mask shape {tuple(array.shape)} differs from the LPS shape "
@@ -45,6 +48,7 @@ def _sitk_image(array: np.ndarray, spacing: Sequence[float] | None, reference: s
         img.CopyInformation(ref_lps)
         code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(ref.GetDirection())
         return sitk.DICOMOrient(img, code)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array))
     if spacing is None or len(spacing) != array.ndim or any(float(s) <= 0 for s in spacing):
         raise ValueError(f"save_nifti needs a positive spacing per array axis (mm) or a reference file; got {spacing}")
     img.SetSpacing([float(s) for s in reversed(spacing)])
@@ -57,7 +61,7 @@ def save_nifti(path: str | Path, array: np.ndarray, *, spacing: Sequence[float] 
                dtype: type = np.uint8) -> Path:
     """Atomically write an LPS ``(z, row, col)`` array (a label map by default: ``dtype`` uint8) to ``path``
     (``.nii.gz`` or ``.nii``). Geometry from ``reference`` (the source scan: same affine and orientation;
-    the array must have the shape that scan has in LPS) or else from ``spacing`` (mm per axis) and
+    the array must have the shape that scan has in LPS; a 2D reference slice gives a one-slice volume) or else from ``spacing`` (mm per axis) and
     ``origin_lps`` (mm; default 0). Returns ``path``."""
     import SimpleITK as sitk
 
