@@ -25,8 +25,10 @@ LAST_NAME = "last"
 def last_checkpoint_callback(ckpt_dir: str | Path) -> ModelCheckpoint:
     """Writes only ``last.ckpt`` (full training state, for resume) at the end of every epoch: without a monitor,
     Lightning's top-1 checkpoint is the latest one (``save_last`` alone would only copy a top-k save)."""
-    return ModelCheckpoint(dirpath=str(ckpt_dir), filename=LAST_NAME, monitor=None, save_top_k=1, save_last=False,
-                           save_weights_only=False, enable_version_counter=False)
+    # mode="max" is unused without a monitor; it only keeps this callback's state_key distinct from a best-checkpoint
+    # callback that has no monitor either (callbacks.checkpoint.monitor=null: the last epoch is the model)
+    return ModelCheckpoint(dirpath=str(ckpt_dir), filename=LAST_NAME, monitor=None, mode="max", save_top_k=1,
+                           save_last=False, save_weights_only=False, enable_version_counter=False)
 
 
 def finalize_checkpoints(ckpt_dir: str | Path, keep_last: bool) -> int:
