@@ -21,6 +21,8 @@ is a PyTorch file that is not a musclelab checkpoint.
 from __future__ import annotations
 
 import pickle
+import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,12 +140,18 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     objects (refused, never unpickled), or a PyTorch file without a musclelab description.
     """
     p = resolve_checkpoint(path)
+    with open(p, "rb") as f:
+        head = f.read(2)
+    if not (zipfile.is_zipfile(p) or head[:1] == b"\x80"):  # torch's zip format or a legacy pickle
+        raise ConfigError(f"{p} is not a PyTorch checkpoint (neither a zip archive nor a pickle); give a run "
+                          "directory or a .ckpt written by `musclelab train`")
     try:
         ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f"e.g. {found.group(1)}" if found else type(err).__name__
         raise ConfigError(f"{p} is not a musclelab checkpoint: it holds Python objects that safe loading refuses "
-                          f"({first[:160]}); use a best.ckpt written by `musclelab train`") from None
+                          f"({what}); use a best.ckpt written by `musclelab train`") from None
     except Exception as err:  # torch raises RuntimeError, EOFError, KeyError, ... for non-checkpoint files
         raise ConfigError(f"{p} is not a PyTorch checkpoint ({type(err).__name__}: "
                           f"{str(err).strip().splitlines()[0][:160] if str(err).strip() else 'unreadable'}); "
