@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -104,3 +105,23 @@ def test_undefined_distances_are_not_measurable_with_the_reason() -> None:
     cases.loc[empty, "rms_dta_cm"] = np.nan  # scratch predicted no muscle at n=2
     rms = next(f for f in smallest_n_findings(cases) if "pre beats scratch in RMS-DTA" in f.claim)
     assert rms.agrees is None and "scratch: 20 of 20 case values undefined" in rms.note
+
+
+def test_report_has_findings_appendices_and_definitions(tmp_path) -> None:
+    import shutil
+
+    from musclelab.report import write_report
+    from test_report import make_study
+
+    study = make_study(tmp_path / "study")
+    png = next(study.glob("*/test_cases.csv")).parent / "pretext_curve.png"
+    shutil.copyfile(Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md", png)  # any file will do
+    md = write_report(study, tmp_path / "out", kind="mcsweeney", wandb=False).read_text()
+    for section in ("## Findings", "## Split design", "## Appendix C", "## Appendix A", "## Metric definitions"):
+        assert section in md
+    assert "root mean square of the pooled symmetric surface distances" in md and "equation 4" in md
+    findings = pd.read_csv(tmp_path / "out" / "findings.csv")
+    assert "at the smallest n, imagenet beats scratch in DSC" in set(findings["claim"])
+    assert findings.set_index("claim").loc["at the smallest n, imagenet beats scratch in DSC", "verdict"] == "agrees"
+    assert len(pd.read_csv(tmp_path / "out" / "mannwhitney_rms.csv")) == 2  # one pair at each of 2 n
+    assert len(list((tmp_path / "out").glob("fig_pretext_*.png"))) == 1

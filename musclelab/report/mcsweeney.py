@@ -664,6 +664,12 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
     lines += ["## Appendix C: inter-model Mann–Whitney U tests (RMS-DTA)", "",
               "Two-sided p-values of each pair of inits at each n (SciPy `mannwhitneyu`, pooled per-case "
               "RMS-DTA values); long form in `mannwhitney_rms.csv`.", "", *mwu_markdown(res.mann_whitney, format_p)]
+    curves = {k.split(":", 1)[1]: v for k, v in figures.items() if k.startswith("appendix_a:")}
+    if curves:
+        lines += ["## Appendix A: pretext training curves", "",
+                  "Training and validation loss of each pretext stage (early-stopped on the validation loss; the "
+                  "best epoch's weights are transferred), copied from the runs' `pretext_curve.png`.", ""]
+        lines += [f"![{init} pretext curve]({path})" for init, path in curves.items()] + [""]
     lines += ["## Metric definitions", "", RMS_DTA_NOTE, ""]
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
@@ -692,4 +698,21 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None, rng: int = 0
     plot_dsc(res.summary, res.band, out / figures["dsc"])
     plot_rms(res.summary, res.band, out / figures["rms"])
     plot_sma_smd(res.summary, res.band, out / figures["sma_smd"])
+    figures.update(_appendix_a_figures(res, out))
     return atomic_write_text(out / "report.md", render_markdown(res, figures))
+
+
+def _appendix_a_figures(res: McSweeneyResult, out: Path) -> dict[str, str]:
+    """Copy one ``pretext_curve.png`` per pretext init (from its first used run) into ``out``;
+    ``{"appendix_a:<init>": file name}``."""
+    import shutil
+
+    found: dict[str, str] = {}
+    for run in res.study.used.itertuples(index=False):
+        src = res.study.root / run.run_dir / "pretext_curve.png"
+        key = f"appendix_a:{run.init}"
+        if key not in found and src.exists():
+            name = f"fig_pretext_{run.init}.png"
+            shutil.copyfile(src, out / name)
+            found[key] = name
+    return dict(sorted(found.items()))
