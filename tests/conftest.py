@@ -41,7 +41,7 @@ def compose_cfg(run_dir: Path, overrides: list[str] | None = None) -> DictConfig
     if any(o.startswith("data.source.n_volumes=") for o in overrides):  # the 3D abdominal phantom: no n_cases
         base = [o for o in base if not o.startswith("data.source.n_cases=")]
     if any(o.startswith("model=") for o in overrides):
-        base = [o for o in TINY if not o.startswith(("model=", "model.params."))]
+        base = [o for o in base if not o.startswith(("model=", "model.params."))]
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose("train", overrides=[*base, f"paths.output_dir={run_dir}", *overrides])
 

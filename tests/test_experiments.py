@@ -1,47 +1,195 @@
-"""Every experiment config composes and runs end to end on tiny data (the sweep over experiment=glob(*))."""
+"""Every experiment config composes and runs one training step with its own model and init.
+
+Each experiment runs with the model and init it composes to; every other model and init its sweep names
+(``hydra.sweeper.params``) runs once too, in the first experiment that names it. Only the data shrink (a few
+cases, one batch of two, one train / val / test batch, small images where the architecture allows); the
+networks keep their configured size. ImageNet and COCO inits read weight files the tests generate from
+torchvision's constructors (``init.weights_path``: the offline path), and ``init=checkpoint`` transfers from a
+run of the experiment that writes its source.
+"""
 from __future__ import annotations
 
+import json
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import compose_cfg
 from musclelab.cli import config_dir
 from musclelab.outputs.status import read_status
 from musclelab.train import train
+from musclelab.transfer import REPORT_FILE
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
-SMALL_UNET = ["model.params.channels=[8,16,32]", "model.params.strides=[2,2]", "model.params.num_res_units=1"]
+
+# one step on little data: the data shrink, the models do not
+ONE_STEP = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+            "trainer.limit_test_batches=1", "data.batch_size=2", "data.eval_batch_size=2", "logger=none",
+            "callbacks.overlay_cases=1", "cpu_threads=1"]
+# per data source: how to make it small (the 3D sources count volumes, the L3 phantom cases)
+SMALL_DATA = {"abdomen_phantom": ["data.source.n_volumes=4", "data.source.margin=0"],
+              "lumbar_phantom": ["data.source.n_volumes=6"]}
+FIXED_SIZE = {"paratranscnn": 224}  # architectures that take one input size only
+SMALL_SIZE = 64
+# pretext stages: one short epoch
+PRETEXT_SHORT = ["init.pretext.epochs=1", "init.pretext.patience=1"]
 
 
-# experiments on the 3D abdominal phantom: its size is counted in volumes (about 50 slices each)
-DATA_SIZE = {name: ["data.source.n_volumes=4"] for name in EXPERIMENTS if name.startswith("yoon2024_liver")}
+@cache
+def composed(name: str) -> DictConfig:
+    """Experiment ``name`` composed as a multirun composes it (with its sweep)."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={name}"], return_hydra_config=True)
 
 
-def run_experiment(run_dir: Path, name: str, extra: list[str] | None = None) -> Path:
-    """One epoch of experiment ``name`` on the tiny phantom with a small UNet."""
-    train(compose_cfg(run_dir, [f"experiment={name}", "trainer.max_epochs=1", "logger=none", *SMALL_UNET,
-                                *DATA_SIZE.get(name, []), *(extra or [])]))
+def _values(cfg: DictConfig, key: str) -> list[str]:
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    raw = params.get(key)
+    return [v.strip() for v in str(raw).split(",") if v.strip()] if raw is not None else []
+
+
+def cases() -> list[tuple[str, str, str]]:
+    """(experiment, model, init): each experiment's own, then each swept model and init not run before."""
+    def key(c: DictConfig) -> tuple[str, str, int]:   # a 2D and a 3D network of one name are different models
+        return (str(c.model.name), str(OmegaConf.select(c, "init.name") or "scratch"),
+                int(OmegaConf.select(c, "data.spatial_dims") or 2))
+
+    out, seen = [], set()
+    for name in EXPERIMENTS:
+        cfg = composed(name)
+        out.append((name, str(cfg.model.name), key(cfg)[1]))
+        seen.add(key(cfg))
+        for model in _values(cfg, "model"):
+            k = key(_compose([f"experiment={name}", f"model={model}"]))
+            if k not in seen:
+                seen.add(k)
+                out.append((name, model, k[1]))
+        for init in _values(cfg, "init"):
+            k = (key(cfg)[0], init, key(cfg)[2])
+            if k not in seen:
+                seen.add(k)
+                out.append((name, k[0], init))
+    return out
+
+
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory) -> dict[str, Path]:
+    """Torchvision-layout weight files with freshly initialised tensors, for the imagenet / coco inits: the stem
+    and first stage of each backbone (and the COCO head), enough to check transfer by name and keep files small."""
+    import torchvision
+
+    root = tmp_path_factory.mktemp("weights")
+    keep = ("conv1.", "bn1.", "layer1.", "backbone.conv1.", "backbone.bn1.", "backbone.layer1.", "classifier.")
+    nets = {"resnet34": torchvision.models.resnet34(), "resnet50": torchvision.models.resnet50(),
+            "resnet101": torchvision.models.resnet101(),
+            "fcn_resnet101": torchvision.models.segmentation.fcn_resnet101(weights=None, weights_backbone=None,
+                                                                            aux_loss=True, num_classes=21),
+            "fcn_resnet50": torchvision.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None,
+                                                                          aux_loss=True, num_classes=21)}
+    out = {}
+    for name, net in nets.items():
+        out[name] = root / f"{name}.pth"
+        torch.save({k: v for k, v in net.state_dict().items() if k.startswith(keep)}, out[name])
+    return out
+
+
+def _weights_for(cfg: DictConfig, files: dict[str, Path]) -> Path:
+    """The generated file matching the torchvision weight name the init asks for."""
+    name = str(OmegaConf.select(cfg, "init.weights") or "").lower()
+    arch = next((a for a in files if name.startswith(f"{a}_weights")), None)
+    assert arch is not None, f"no generated weights for init.weights={name!r}"
+    return files[arch]
+
+
+def _compose(overrides_: list[str]) -> DictConfig:
+    return _compose_cached(tuple(overrides_)).copy()
+
+
+@cache
+def _compose_cached(overrides_: tuple[str, ...]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides_))
+
+
+def overrides(name: str, model: str, init: str, run_root: Path, files: dict[str, Path]) -> list[str]:
+    """The command-line overrides that run (experiment, model, init) for one step on little data."""
+    out = [f"experiment={name}", f"model={model}", *ONE_STEP]
+    cfg = _compose(out)
+    if (OmegaConf.select(cfg, "init.name") or "scratch") != init:
+        out.append(f"init={init}")
+        cfg = _compose(out)
+    data = str(cfg.data.name)
+    out += SMALL_DATA.get(data, ["data.source.n_cases=24"] if data == "phantom" else [])
+    if data == "phantom" and OmegaConf.select(cfg, "data.source.observer_cases") is not None:
+        out.append("data.source.observer_cases=6")
+    if OmegaConf.select(cfg, "data.spatial_dims") != 3:
+        out.append(f"data.img_size={FIXED_SIZE.get(model, min(int(cfg.data.img_size), SMALL_SIZE))}")
+    if init in ("imagenet", "coco") and not cfg.init.get("weights_path"):
+        # an experiment that gives an architecture its own pretrained weights (yoon2024_muscle: `pretrained`)
+        key = f"pretrained.{model}.weights_path" if OmegaConf.select(cfg, f"pretrained.{model}") else \
+            "init.weights_path"
+        out.append(f"{key}={_weights_for(cfg, files)}")
+    if init in ("autoencoder", "jigsaw"):
+        out += [*PRETEXT_SHORT, f"paths.cache_dir={run_root / 'cache'}"]
+    if init == "checkpoint" and not cfg.init.get("checkpoint"):
+        out.append(f"init.checkpoint={source_run(run_root, files)}")
+    return out
+
+
+def source_run(run_root: Path, files: dict[str, Path]) -> Path:
+    """A one-step run of the experiment that writes the checkpoint source (``*_source_smoke``), made once."""
+    run_dir = run_root / "source"
+    if not (run_dir / "checkpoints" / "best.ckpt").exists():
+        source = next(e for e in EXPERIMENTS if e.endswith("source_smoke"))
+        train(compose_cfg(run_dir, overrides(source, str(composed(source).model.name), "scratch", run_root, files)))
     return run_dir
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_runs(tmp_path: Path, name: str) -> None:
-    assert read_status(run_experiment(tmp_path / "run", name)) == "complete"
+@pytest.fixture(scope="module")
+def run_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("experiments")
 
 
-def test_individual_muscles_reports_every_class(tmp_path: Path) -> None:
-    run_dir = run_experiment(tmp_path / "run", "individual_muscles")
-    cases = pd.read_csv(run_dir / "test_cases.csv")
+@pytest.mark.parametrize(("name", "model", "init"), cases(), ids=lambda v: str(v))
+def test_experiment_runs_one_step(run_root: Path, weight_files, name: str, model: str, init: str) -> None:
+    run_dir = run_root / f"{name}-{model}-{init}"
+    cfg = compose_cfg(run_dir, overrides(name, model, init, run_root, weight_files))
+    assert cfg.init.name == init
+    train(cfg)
+    assert read_status(run_dir) == "complete"
+    if init != "scratch" and model != "threshold":
+        report = json.loads((run_dir / REPORT_FILE).read_text())
+        assert report["counts"]["transferred"] > 0
+
+
+def test_experiments_cover_every_swept_model_and_init() -> None:
+    """The parametrisation above is not empty-handed: the Yoon architectures and McSweeney inits are in it."""
+    runs = cases()
+    models = {m for _, m, _ in runs}
+    inits = {i for _, _, i in runs}
+    assert {"vnet", "unetr", "swin_unetr", "paratranscnn", "threshold", "fcn_resnet101"} <= models
+    assert {"scratch", "imagenet", "coco", "autoencoder", "jigsaw", "checkpoint"} <= inits
+
+
+def test_individual_muscles_reports_every_class(run_root: Path, weight_files) -> None:
+    run_dir = run_root / "individual_muscles-classes"
+    train(compose_cfg(run_dir, overrides("individual_muscles", "unet", "scratch", run_root, weight_files)))
+    cases_ = pd.read_csv(run_dir / "test_cases.csv")
     for muscle in ("erector_spinae", "quadratus_lumborum", "psoas_major", "obliques", "rectus_abdominis"):
-        assert f"dice_{muscle}" in cases and f"hd95_{muscle}" in cases
+        assert f"dice_{muscle}" in cases_ and f"hd95_{muscle}" in cases_
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert "val_dice_psoas_major" in metrics
 
 
-def test_domain_shift_tests_on_the_other_site(tmp_path: Path) -> None:
-    run_dir = run_experiment(tmp_path / "run", "domain_shift", ["data.source.n_test_cases=6"])
+def test_domain_shift_tests_on_the_other_site(run_root: Path, weight_files) -> None:
+    run_dir = run_root / "domain_shift-sites"
+    train(compose_cfg(run_dir, [*overrides("domain_shift", "unet", "scratch", run_root, weight_files),
+                                "data.source.n_test_cases=6", "trainer.limit_test_batches=1.0"]))
     manifest = pd.read_csv(run_dir / "split_manifest.csv")
     test_ids = manifest.loc[manifest.split == "test", "patient_id"]
     assert len(test_ids) == 6 and test_ids.str.startswith("phantom-b-").all()
