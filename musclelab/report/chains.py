@@ -15,6 +15,9 @@ Outputs (``<dir>/report/`` by default):
 * ``chains_summary.csv`` — ordering, acc, bwt, avg_forgetting, ``final_<dataset>`` per complete chain;
 * ``fig_learning_<dataset>.png`` — validation Dice vs epoch of every stage that trained on that data set, one
   line per ordering prefix (stages shared by several orderings are drawn once).
+* ``findings.csv`` and the report's "Findings" section — the paper's claims (forgetting per model, VNet the
+  most robust, faster convergence and similar-or-better Dice after transfer) against what the chains measured
+  (:func:`chain_findings`).
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ import pandas as pd  # noqa: E402
 
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
+from musclelab.report.findings import Finding, direction, findings_markdown, not_measurable, write_findings  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import _natural_key, report_dir  # noqa: E402
@@ -112,6 +116,7 @@ class ChainsResult:
     problems: pd.DataFrame  # chain, reason
     summary: pd.DataFrame
     per_model: pd.DataFrame  # model_table(chains): chains_models.csv and the report's "Per model" table
+    findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -190,7 +195,7 @@ def analyze(study_dir: str | Path) -> ChainsResult:
             problems.append({"chain": path.relative_to(root).as_posix(),
                              "reason": "listed in study_summary.csv, no chain directory"})
     return ChainsResult(root=root, chains=chains, problems=pd.DataFrame(problems, columns=["chain", "reason"]),
-                        summary=summarize(chains), per_model=model_table(chains))
+                        summary=summarize(chains), per_model=model_table(chains), findings=chain_findings(chains))
 
 
 def summarize(chains: list[Chain]) -> pd.DataFrame:
@@ -259,6 +264,129 @@ def _mean_sd(values: np.ndarray, digits: int = 3) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+# -------------------------------------------------------------------------------------------------- findings
+SOURCE = "Yoon et al. 2024"
+#: a model "learns" when its mean ACC over orderings clears this; forgetting is judged only for such models
+LEARNS_ACC = 0.5
+#: BWT within this of 0 is "no forgetting" for the robustness ranking; the forgetting claim needs BWT < -margin
+BWT_MARGIN = 0.0
+#: "similar or better" Dice after transfer: the gain over training on the data set alone may be down to -this
+SIMILAR_DICE = 0.02
+
+
+def _speeds(chains: list[Chain]) -> tuple[np.ndarray, np.ndarray]:
+    """Epochs to :data:`SPEED_FRACTION` of the best validation Dice: (first stages, stages after transfer),
+    each stage (ordering prefix) once."""
+    speed: dict[str, float] = {}
+    for c in chains:
+        if c.curves is None or not {"stage", "epoch", "val_dice"} <= set(c.curves.columns):
+            continue
+        for stage, g in c.curves.groupby("stage", sort=True):
+            if 0 <= int(stage) < len(c.sequence):
+                speed.setdefault(ordering_label(c.sequence[: int(stage) + 1]), epochs_to_fraction(g.sort_values("epoch")))
+    first = np.array([v for k, v in speed.items() if ARROW not in k and np.isfinite(v)])
+    later = np.array([v for k, v in speed.items() if ARROW in k and np.isfinite(v)])
+    return first, later
+
+
+def _metric(chains: list[Chain], key: str) -> np.ndarray:
+    vals = np.array([_float(c.metrics.get(key)) for c in chains if len(c.sequence) > 1], dtype=float)
+    return vals[np.isfinite(vals)]
+
+
+def _wilcoxon(values: np.ndarray) -> tuple[float | None, float | None]:
+    """Two-sided Wilcoxon signed-rank test of ``values`` against 0 (None without at least 6 non-zero values)."""
+    from scipy import stats
+
+    v = values[np.isfinite(values) & (values != 0)]
+    if len(v) < 6:
+        return None, None
+    res = stats.wilcoxon(v)
+    return float(res.statistic), float(res.pvalue)
+
+
+def chain_findings(chains: list[Chain]) -> list[Finding]:
+    """The paper's sequential-transfer claims, per model, against the chains' numbers (never assumed):
+
+    * forgetting: after training on later data sets the earlier ones score lower (Tables 7-9): mean BWT < 0,
+      Wilcoxon signed-rank over the orderings; judged only for models that learn (mean ACC > :data:`LEARNS_ACC`);
+    * VNet is the most robust to forgetting: its mean BWT is the highest of the models that learn;
+    * transfer converges faster (Figs. 8-10): fewer epochs to 95 % of the stage's best validation Dice for stages
+      that start from an earlier stage than for first stages (Mann-Whitney U);
+    * transfer gives similar or better final performance: mean gain of a stage over the same data set trained
+      alone (``avg_scratch_gain``) not below -:data:`SIMILAR_DICE`.
+    """
+    from scipy import stats
+
+    out: list[Finding] = []
+    models = list(dict.fromkeys(c.model for c in chains))
+    multi = [c for c in chains if len(c.sequence) > 1]
+    if not multi:
+        return [not_measurable("Training on later data sets lowers performance on earlier ones (forgetting)",
+                               "no chain of two or more stages", f"{SOURCE}, Tables 7-9")]
+    bwt_by_model: dict[str, float] = {}
+    for model in models:
+        mine = [c for c in chains if c.model == model]
+        name = model or "?"
+        bwt, acc, fgt = _metric(mine, "bwt"), _metric(mine, "acc"), _metric(mine, "avg_forgetting")
+        claim = f"{name}: training on later data sets lowers the Dice on earlier ones (catastrophic forgetting)"
+        if not len(bwt):
+            out.append(not_measurable(claim, "no chain of two or more stages", f"{SOURCE}, Tables 7-9"))
+            continue
+        measured = (f"mean BWT {bwt.mean():+.3f} (min {bwt.min():+.3f}, {int((bwt < 0).sum())} of {len(bwt)} "
+                    f"orderings negative), mean forgetting {fgt.mean():.3f}, mean ACC {acc.mean():.3f}")
+        if acc.mean() <= LEARNS_ACC:
+            out.append(Finding(claim, measured, None, f"{SOURCE}, Tables 7-9",
+                               note=f"not judged: the model did not learn (mean ACC <= {LEARNS_ACC})"))
+            continue
+        bwt_by_model[name] = float(bwt.mean())
+        stat, p = _wilcoxon(bwt)
+        out.append(Finding(claim, measured, direction(float(bwt.mean()), -1, BWT_MARGIN), f"{SOURCE}, Tables 7-9",
+                           test="Wilcoxon signed-rank of BWT vs 0 over orderings" if p is not None else None,
+                           statistic=stat, p_value=p))
+    claim = "VNet is the most robust architecture to catastrophic forgetting (highest BWT)"
+    if "vnet" not in bwt_by_model or len(bwt_by_model) < 2:
+        why = ("VNet did not learn or is not in the study" if "vnet" not in bwt_by_model
+               else "fewer than two models learnt")
+        out.append(not_measurable(claim, why, f"{SOURCE}, Tables 7-9 and conclusion"))
+    else:
+        order = sorted(bwt_by_model, key=bwt_by_model.get, reverse=True)
+        best_other = max(v for k, v in bwt_by_model.items() if k != "vnet")
+        out.append(Finding(claim, "mean BWT " + ", ".join(f"{m} {bwt_by_model[m]:+.3f}" for m in order),
+                           direction(bwt_by_model["vnet"] - best_other, +1), f"{SOURCE}, Tables 7-9 and conclusion",
+                           note=f"among the models that learn (mean ACC > {LEARNS_ACC})"))
+    for model in models:
+        mine = [c for c in chains if c.model == model]
+        name = model or "?"
+        first, later = _speeds(mine)
+        claim = f"{name}: after transfer a stage converges in fewer epochs than from scratch"
+        if len(first) == 0 or len(later) == 0:
+            out.append(not_measurable(claim, "no learning curves of first stages and of later stages",
+                                      f"{SOURCE}, Figs. 8-10"))
+        else:
+            test = stats.mannwhitneyu(later, first) if len(first) > 1 and len(later) > 1 else None
+            out.append(Finding(
+                claim, f"epochs to {SPEED_FRACTION:.0%} of the best validation Dice: {first.mean():.1f} from scratch "
+                f"(n = {len(first)}), {later.mean():.1f} after transfer (n = {len(later)})",
+                direction(float(later.mean() - first.mean()), -1), f"{SOURCE}, Figs. 8-10",
+                test="Mann-Whitney U, after transfer vs from scratch" if test is not None else None,
+                statistic=float(test.statistic) if test is not None else None,
+                p_value=float(test.pvalue) if test is not None else None,
+                note="every stage trains the same number of epochs"))
+        gain = _metric(mine, "avg_scratch_gain")
+        claim = f"{name}: after transfer the Dice on the new data set is similar or better than training on it alone"
+        if not len(gain):
+            out.append(not_measurable(claim, "no single-data-set chains to compare with", f"{SOURCE}, Figs. 8-10"))
+        else:
+            stat, p = _wilcoxon(gain)
+            out.append(Finding(claim, f"mean gain over the data set trained alone {gain.mean():+.3f} "
+                                      f"({int((gain > 0).sum())} of {len(gain)} orderings better)",
+                               direction(float(gain.mean()), +1, -SIMILAR_DICE), f"{SOURCE}, Figs. 8-10",
+                               test="Wilcoxon signed-rank of the gain vs 0" if p is not None else None,
+                               statistic=stat, p_value=p, note=f"similar = not lower by more than {SIMILAR_DICE}"))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- output
@@ -343,6 +471,8 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
                   f"Dice first reaches {SPEED_FRACTION:.0%} of the stage's best, for first stages (from the initial "
                   "weights) and for stages that start from an earlier stage.", "", md_table(res.per_model),
                   ""]
+    lines += [findings_markdown(res.findings, intro="The paper's sequential-transfer claims against these chains "
+                                "(computed from the files above; a claim is judged only where the runs can tell).")]
     lines += ["## Forgetting tables", "",
               "Mean test Dice after each stage (rows: training order) on every data set (columns); the data "
               "set trained at that stage in **bold**.", ""]
@@ -367,7 +497,7 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
         lines += ["_No learning_curves.csv with stage, epoch and val_dice in any complete chain._", ""]
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
-    files = ["chains_summary.csv", "chains_models.csv", *figures.values()]
+    files = ["chains_summary.csv", "chains_models.csv", "findings.csv", *figures.values()]
     lines += ["## Files", "", ", ".join(f"`{f}`" for f in files), ""]
     return "\n".join(lines)
 
@@ -378,6 +508,7 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     out = report_dir(study_dir, out_dir)
     atomic_write_text(out / "chains_summary.csv", res.summary.to_csv(index=False))
     atomic_write_text(out / "chains_models.csv", res.per_model.to_csv(index=False))
+    write_findings(res.findings, out)
     figures = {}
     for dataset, lines in sorted(learning_lines(res.chains).items()):
         name = f"fig_learning_{_safe(dataset)}.png"
