@@ -12,6 +12,7 @@ from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.augment import build_augmentation, split_repeats
+from musclelab.data.loaders import loader_settings
 from musclelab.data.sources import SliceSet, SourceData, load_source
 from musclelab.data.splits import (SPLITS, check_split_name, first_n, make_splits, observer_patients,  # noqa: F401
                                     split_manifest)
@@ -73,8 +74,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         channels: int = 1, split: str = "holdout", val_fraction: float = 0.15, test_fraction: float = 0.2,
         n_folds: int = 4, fold: int = 0, test_set: str = "fraction", test_patients: list[str] | None = None,
         n_train: int | None = None, subset_draw: int = 0,
-        split_seed: int = 0, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int = 0,
-        augment: dict | None = None, labels: list[str] | None = None,
+        split_seed: int = 0, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int | None = 0,
+        augment: dict | None = None, labels: list[str] | None = None, pin_memory: bool | None = None,
     ) -> None:
         super().__init__()
         self.name = name
@@ -96,7 +97,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers, self.pin_memory = loader_settings(num_workers, pin_memory)  # None: measured defaults
         self.augment_params = dict(augment or {})
         self.labels = None if labels is None else [labels] if isinstance(labels, str) else list(labels)
         self.datasets: dict[str, SliceDataset] = {}
@@ -169,7 +170,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         return DataLoader(
             self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0, drop_last=False,
+            persistent_workers=self.num_workers > 0, drop_last=False, pin_memory=self.pin_memory,
         )
 
     def train_dataloader(self) -> DataLoader:
