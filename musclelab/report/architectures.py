@@ -12,7 +12,10 @@ summarised as mean ± sd (sample sd); training and inference times are means ove
 has no ``test_cases.csv`` its ``test_summary.json`` mean/sd are used (a single run only; noted).
 
 Outputs: ``architectures.csv`` (one row per model), ``fig_architectures.png`` (Dice with sd error bars),
-``runs.csv`` and ``report.md`` (Table 3 layout; missing and failed runs listed).
+``runs.csv``, ``findings.csv`` and ``report.md`` (Table 3 layout; missing and failed runs listed; a "Findings"
+section: the paper's ranking, networks vs the semi-automatic threshold tool, CNNs vs transformers —
+:func:`architecture_findings`). :func:`site_transfer_findings` judges the site-transfer claim (Fig. 7: transfer
+beats training from scratch at n = 5 ... 30) on per-case results of an init × n study.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import yaml  # noqa: E402
 
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
+from musclelab.report.findings import Finding, direction, findings_markdown, not_measurable, write_findings  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import (MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study,  # noqa: E402
@@ -114,6 +118,7 @@ class ArchitecturesResult:
     per_run: pd.DataFrame  # run_dir, model, seed, fit_time_s, inference_ms_per_slice, n_cases, source
     table: pd.DataFrame  # one row per model (architectures.csv)
     excluded: pd.DataFrame  # complete runs without test results
+    findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -200,7 +205,107 @@ def analyze(study_dir: str | Path) -> ArchitecturesResult:
     notes = list(study.notes)
     table = summarize_models(cases, per_run, summaries, notes)
     return ArchitecturesResult(study=study, cases=cases, per_run=per_run, table=table, excluded=excluded,
-                               notes=notes)
+                               findings=architecture_findings(table, cases), notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------------- findings
+SOURCE = "Yoon et al. 2024, Table 3"
+#: the paper's Table 3 Dice (muscle, 512 px; ParaTransCNN 224 px); "BMI TOOL" is the semi-automatic tool
+PAPER_DICE: dict[str, float] = {"vnet": 0.8846, "unet": 0.8737, "unetr": 0.8663, "paratranscnn": 0.8637,
+                                "swin_unetr": 0.8595}
+PAPER_TOOL_DICE = 0.84
+#: the semi-automatic tool: the threshold with its user's inner abdominal boundary when run, else without
+TOOLS = ("threshold_boundary", "threshold")
+CNNS, TRANSFORMERS = ("vnet", "unet"), ("unetr", "swin_unetr")
+
+
+def _case_dice(cases: pd.DataFrame, model: str) -> np.ndarray:
+    v = cases.loc[cases["model"] == model, "dice"].to_numpy(dtype=float)
+    return v[np.isfinite(v)]
+
+
+def architecture_findings(table: pd.DataFrame, cases: pd.DataFrame) -> list[Finding]:
+    """Table 3's claims against the per-model table (never assumed): VNet has the highest Dice; the networks'
+    Dice ranking follows the paper's (Kendall's tau); every network beats the semi-automatic threshold tool
+    (Mann-Whitney U over test cases); CNNs (VNet, UNet) are competitive with transformers (UNETR, Swin-UNETR)."""
+    from scipy import stats
+
+    dice = {str(r.model): float(r.dice_mean) for r in table.itertuples(index=False) if np.isfinite(r.dice_mean)}
+    nets = {m: d for m, d in dice.items() if m in PAPER_DICE}
+    out: list[Finding] = []
+    claim = "VNet segments muscle best of the networks (highest Dice)"
+    if "vnet" not in nets or len(nets) < 2:
+        out.append(not_measurable(claim, "VNet and at least one other network of Table 3 are needed", SOURCE))
+    else:
+        best_other = max((d, m) for m, d in nets.items() if m != "vnet")
+        out.append(Finding(claim, f"Dice VNet {nets['vnet']:.3f}, best other {best_other[1]} {best_other[0]:.3f}",
+                           direction(nets["vnet"] - best_other[0], +1), SOURCE))
+    claim = "The networks rank by Dice as in Table 3 (VNet > UNet > UNETR > ParaTransCNN > Swin-UNETR)"
+    if len(nets) < 3:
+        out.append(not_measurable(claim, "fewer than three networks of Table 3 have results", SOURCE))
+    else:
+        ms = sorted(nets, key=nets.get, reverse=True)
+        tau = stats.kendalltau([PAPER_DICE[m] for m in nets], [nets[m] for m in nets])
+        out.append(Finding(claim, "measured ranking " + " > ".join(f"{m} {nets[m]:.3f}" for m in ms),
+                           direction(float(tau.statistic), +1), SOURCE, test="Kendall's tau vs the paper's Dice",
+                           statistic=float(tau.statistic), p_value=float(tau.pvalue)))
+    tool = next((t for t in TOOLS if t in dice), None)
+    if tool is None:
+        out.append(not_measurable("Every network beats the semi-automatic threshold tool (Dice)",
+                                  "no threshold baseline in the study", SOURCE))
+    for m in nets if tool is not None else ():
+        a, b = _case_dice(cases, m), _case_dice(cases, tool)
+        test = stats.mannwhitneyu(a, b) if len(a) > 1 and len(b) > 1 else None
+        out.append(Finding(f"{m} beats the semi-automatic threshold tool ({tool}; paper: {PAPER_TOOL_DICE})",
+                           f"Dice {nets[m]:.3f} vs {dice[tool]:.3f}", direction(nets[m] - dice[tool], +1), SOURCE,
+                           test="Mann-Whitney U over test cases" if test is not None else None,
+                           statistic=float(test.statistic) if test is not None else None,
+                           p_value=float(test.pvalue) if test is not None else None))
+    claim = "CNNs (VNet, UNet) are competitive with transformers (UNETR, Swin-UNETR): mean Dice not lower"
+    cnn, tr = [nets[m] for m in CNNS if m in nets], [nets[m] for m in TRANSFORMERS if m in nets]
+    if not cnn or not tr:
+        out.append(not_measurable(claim, "needs at least one CNN and one transformer of Table 3", SOURCE))
+    else:
+        out.append(Finding(claim, f"mean Dice CNNs {np.mean(cnn):.3f}, transformers {np.mean(tr):.3f}",
+                           direction(float(np.mean(cnn) - np.mean(tr)), +1), SOURCE))
+    return out
+
+
+def site_transfer_findings(cases: pd.DataFrame, n_range: tuple[int, int] = (5, 30),
+                           transfer: str = "checkpoint", scratch: str = "scratch") -> list[Finding]:
+    """Fig. 7's claim — a model trained at another site and fine-tuned on n = 5 ... 30 new-site images beats one
+    trained on them from scratch — on per-case results with columns ``init``, ``n_train`` and ``dice``: one finding
+    per n (mean Dice difference, Mann-Whitney U over test cases) and one over all n in ``n_range``."""
+    from scipy import stats
+
+    source = "Yoon et al. 2024, Fig. 7"
+    out: list[Finding] = []
+    need = {"init", "n_train", "dice"}
+    if not need <= set(cases.columns) or not {transfer, scratch} <= set(cases["init"].astype(str)):
+        return [not_measurable("Transfer from another site beats training from scratch at n = 5 ... 30",
+                               f"needs per-case Dice of init={transfer} and init={scratch} runs", source)]
+    c = cases.assign(init=cases["init"].astype(str), n_train=pd.to_numeric(cases["n_train"], errors="coerce"))
+    c = c[(c["n_train"] >= n_range[0]) & (c["n_train"] <= n_range[1])]
+    diffs = []
+    for n in sorted(c["n_train"].dropna().unique()):
+        a = c.loc[(c["n_train"] == n) & (c["init"] == transfer), "dice"].dropna().to_numpy(float)
+        b = c.loc[(c["n_train"] == n) & (c["init"] == scratch), "dice"].dropna().to_numpy(float)
+        if not len(a) or not len(b):
+            continue
+        diffs.append(a.mean() - b.mean())
+        test = stats.mannwhitneyu(a, b) if len(a) > 1 and len(b) > 1 else None
+        out.append(Finding(f"n = {int(n)}: transfer from another site beats scratch", f"Dice {a.mean():.3f} vs "
+                           f"{b.mean():.3f}", direction(float(a.mean() - b.mean()), +1), source,
+                           test="Mann-Whitney U over test cases" if test is not None else None,
+                           statistic=float(test.statistic) if test is not None else None,
+                           p_value=float(test.pvalue) if test is not None else None))
+    claim = f"Transfer from another site beats scratch at every n in {n_range[0]} ... {n_range[1]}"
+    if not diffs:
+        out.append(not_measurable(claim, "no n with both inits", source))
+    else:
+        out.append(Finding(claim, f"mean Dice gain {np.mean(diffs):+.3f}; transfer better at {sum(d > 0 for d in diffs)}"
+                                  f" of {len(diffs)} n", all(d > 0 for d in diffs), source))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- output
@@ -275,10 +380,13 @@ def render_markdown(res: ArchitecturesResult, figure: str) -> str:
               "Runs and cases per model: " + ", ".join(f"{r.model} {r.n_runs} run(s) / {r.n_cases} cases"
                                                        for r in res.table.itertuples(index=False)), "",
               f"![Test Dice per architecture]({figure})", ""]
+    lines += [findings_markdown(res.findings, intro="Table 3's claims against these runs (computed from the "
+                                "table above; the semi-automatic tool is the threshold baseline with its user's inner "
+                                "abdominal boundary when it was run).")]
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
     lines += ["## Files", "", "`architectures.csv` (one row per model, recall included), `runs.csv` (every run "
-              f"directory and its status), `{figure}`.", ""]
+              f"directory and its status), `findings.csv`, `{figure}`.", ""]
     return "\n".join(lines)
 
 
@@ -288,6 +396,7 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     out = report_dir(study_dir, out_dir)
     atomic_write_text(out / "architectures.csv", res.table.to_csv(index=False))
     atomic_write_text(out / "runs.csv", res.study.runs.to_csv(index=False))
+    write_findings(res.findings, out)
     figure = "fig_architectures.png"
     plot_dice(res.table, out / figure)
     return atomic_write_text(out / "report.md", render_markdown(res, figure))
