@@ -180,3 +180,41 @@ def test_param_count_reported(capsys: pytest.CaptureFixture[str]) -> None:
     with capsys.disabled():
         print(f"\nparatranscnn defaults: {total / 1e6:.2f} M parameters ({cnn / 1e6:.2f} M in the ResNet-34)")
     assert 20e6 < total < 40e6 and cnn > 20e6
+
+
+def test_init_imagenet_loads_resnet34_by_name_from_a_local_file(tmp_path: Path) -> None:
+    """init=imagenet with the torchvision ResNet-34 weight name and a local file (the offline path): the CNN
+    branch gets the file's tensors by name; a 1-channel input sums the RGB stem filters (adapt_first_conv)."""
+    from torchvision.models import resnet34
+
+    from musclelab.transfer import apply_init
+
+    torch.manual_seed(1)
+    source = {k: v for k, v in resnet34(weights=None).state_dict().items() if k.startswith(("conv1.", "bn1.", "layer1."))}
+    path = tmp_path / "resnet34-small.pth"
+    torch.save(source, path)   # the stem and first stage only: a small file with the torchvision names
+    model = build_model("paratranscnn", 1, 2, 224, **SMALL)
+    init = {"name": "imagenet", "weights": "ResNet34_Weights.IMAGENET1K_V1", "weights_path": str(path),
+            "adapt_first_conv": True}
+    report = apply_init(model, init, tmp_path, "paratranscnn")
+    state = model.state_dict()
+    assert torch.equal(state["cnn.layer1.2.conv2.weight"], source["layer1.2.conv2.weight"])
+    assert torch.allclose(state["cnn.conv1.weight"], source["conv1.weight"].sum(1, keepdim=True))
+    assert report.target_prefix == "cnn." and (tmp_path / "transfer_report.json").exists()
+
+
+def test_yoon2024_muscle_gives_paratranscnn_imagenet_and_224_px() -> None:
+    """The experiment: ParaTransCNN from ImageNet ResNet-34 at 224 px, the other architectures from scratch at
+    512 px (the paper); the smoke keeps 224 px for all and scratch (no download here)."""
+    from hydra import compose, initialize_config_dir
+
+    from musclelab.cli import config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        para = compose("train", overrides=["experiment=yoon2024_muscle", "model=paratranscnn"])
+        vnet = compose("train", overrides=["experiment=yoon2024_muscle", "model=vnet"])
+        smoke = compose("train", overrides=["experiment=yoon2024_muscle_smoke", "model=paratranscnn"])
+    assert para.data.img_size == 224 and para.init.name == "imagenet" and para.init.adapt_first_conv
+    assert para.init.weights == "ResNet34_Weights.IMAGENET1K_V1"
+    assert vnet.data.img_size == 512 and vnet.init.name == "scratch" and not vnet.init.weights
+    assert smoke.data.img_size == 224 and smoke.init.name == "scratch"

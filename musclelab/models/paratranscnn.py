@@ -24,7 +24,10 @@ Why our own: no library (timm, MONAI, segmentation-models-pytorch, torchvision) 
 authors' code is a research repository tied to Synapse / AVT data loaders. Widths and depths here are
 configurable and the defaults are modest (a ResNet-34 plus a 4-block, 192-wide ViT), so a training step fits
 on a laptop CPU. The CNN is a plain torchvision ResNet under ``cnn.`` (its ``conv1`` is the network's first
-conv), so ImageNet / pretext ResNet-34 weights transfer onto it by name with :mod:`musclelab.transfer`.
+conv), so ImageNet / pretext ResNet-34 weights transfer onto it by name with :mod:`musclelab.transfer`:
+``init=imagenet init.weights=ResNet34_Weights.IMAGENET1K_V1`` (:data:`IMAGENET_WEIGHTS`; downloaded once by
+torchvision, or ``init.weights_path=<resnet34 .pth>`` offline; ``init.adapt_first_conv=true`` for 1-channel
+input). The paper's ParaTransCNN starts from these weights; ``experiment=yoon2024_muscle`` does so.
 
 Input size: exactly 224 x 224 (the paper's size). The position embedding is learned for that patch grid
 and the CNN needs multiples of 32; other sizes are rejected before building with the fix spelled out.
@@ -45,7 +48,10 @@ from musclelab.models.registry import (
     _fmt_hw,
 )
 
-__all__ = ["IMG_SIZE", "ParaTransCNN", "ChannelAttentionFusion"]
+__all__ = ["IMAGENET_WEIGHTS", "IMG_SIZE", "ParaTransCNN", "ChannelAttentionFusion"]
+
+IMAGENET_WEIGHTS = "ResNet34_Weights.IMAGENET1K_V1"
+"""The torchvision weights of the CNN branch's ImageNet initialisation (``init.weights`` with ``init=imagenet``)."""
 
 IMG_SIZE = 224
 """The only input height / width ParaTransCNN takes (the paper's 224 x 224)."""
