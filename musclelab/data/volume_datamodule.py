@@ -189,4 +189,5 @@ class VolumeDataModule(SegmentationDataModule):
         if split != "train":
             batch_size = 1   # whole volumes differ in shape
         return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+                          persistent_workers=self.num_workers > 0, drop_last=False,
+                          pin_memory=bool(getattr(self, "pin_memory", False)))
