@@ -349,6 +349,7 @@ RULES: list[Rule] = [
     Rule("data.source.n_test_cases", "int", ge=1, when=PHANTOM),
     Rule("data.source.phantom_seed", "int", ge=0),
     Rule("data.source.n_observers", "int", ge=0, when=PHANTOM),
+    Rule("data.source.observer_cases", "int", ge=1, nullable=True, when=PHANTOM),
     Rule("data.source.site", "name", registry=_liver_sites, when=ABDOMEN),
     Rule("data.source.test_site", "name", registry=_liver_sites, when=ABDOMEN, nullable=True),
     Rule("data.source.target", "name", registry=_liver_targets, when=ABDOMEN),

@@ -23,6 +23,8 @@ GROUP_OPTIONS = [[f"{g}={p.stem}"] for g in ("data", "optim", "trainer", "logger
 GROUP_OPTIONS = [o if o != ["init=jigsaw"] else ["init=jigsaw", "model=fcn_resnet50"] for o in GROUP_OPTIONS]
 GROUP_OPTIONS = [o if o[0] not in ("init=imagenet", "init=coco") else [*o, "model=fcn_resnet50", "data.channels=3"]
                  for o in GROUP_OPTIONS]
+# every study's experiment config must pass too (a rule stricter than a shipped study would break it)
+GROUP_OPTIONS += [[f"experiment={p.stem}"] for p in sorted((CONF / "experiment").glob("*.yaml"))]
 # sections whose every leaf must have a rule (model.params: the model registry checks them per architecture)
 CHECKED = ("seed", "cpu_threads", "resume", "test", "task_name", "tags", "eval", "data", "init", "loss", "optim",
            "trainer", "callbacks", "logger")
