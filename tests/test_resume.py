@@ -248,3 +248,16 @@ def test_chain_stage_killed_then_resumed_is_exact(tmp_path):
     a = pd.read_csv(plans[1].run_dir / "metrics.csv").drop(columns=["time_s"])
     b = pd.read_csv(ref.run_dir / "metrics.csv").drop(columns=["time_s"])
     assert len(a) == len(b) == 4 and (a - b).abs().to_numpy().max() <= 1e-6
+
+
+def test_slurm_requeue_is_wired(monkeypatch):
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    from musclelab.resume import AtomicCheckpointIO, trainer_plugins
+
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert [type(p) for p in trainer_plugins()] == [AtomicCheckpointIO]
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "musclelab")
+    env = [p for p in trainer_plugins() if isinstance(p, SLURMEnvironment)]
+    assert len(env) == 1 and env[0].auto_requeue and env[0].requeue_signal == signal.SIGUSR1
