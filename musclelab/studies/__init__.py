@@ -233,4 +233,7 @@ def main_transfer(args: list[str]) -> None:
         return results[-1].metrics.get("acc") if results else None
 
     sys.argv = ["musclelab transfer", *transfer_overrides(args)]
+    from musclelab.cli import _precheck
+
+    _precheck("transfer", sys.argv[1:])  # a mistake is one line (exit 2) before any stage trains
     _main()
