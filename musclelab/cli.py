@@ -129,10 +129,11 @@ def run_phantom(args: list[str]) -> None:
                          f"{', '.join(known)}")
     try:
         if ns.kind == "l3":
-            out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=site, seed=ns.seed)
-            from musclelab.data.export import export_phantom_formats
+            from musclelab.data.export import check_formats, export_phantom_formats
 
-            export_phantom_formats(out, [f.strip() for f in ns.format.split(",") if f.strip()])
+            formats = check_formats(ns.format)  # before anything is written
+            out = write_phantom_dataset(ns.out, n=ns.n, size=ns.size, site=site, seed=ns.seed)
+            export_phantom_formats(out, formats)
         else:
             out = write_abdomen_dataset(ns.out, n=ns.n, size=ns.size, site=site, seed=ns.seed)
     except (FileExistsError, ValueError) as err:

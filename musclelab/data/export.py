@@ -98,6 +98,15 @@ def write_nrrd(path: str | Path, hu: np.ndarray, spacing: Sequence[float]) -> Pa
     return Path(path)
 
 
+def check_formats(spec: str | Sequence[str]) -> list[str]:
+    """The formats of a ``--format`` value (``"nifti,dicom"`` or a list); ValueError naming the known ones."""
+    formats = [f.strip().lower() for f in (spec.split(",") if isinstance(spec, str) else spec) if f.strip()]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"unknown format '{unknown[0] if unknown else spec}'; known formats: {', '.join(FORMATS)}")
+    return formats
+
+
 def export_phantom_formats(root: str | Path, formats: Sequence[str]) -> list[Path]:
     """Add ``dicom/<case_id>.dcm`` and/or ``nrrd/<case_id>.nrrd`` copies of the images of a phantom data set
     written by :func:`musclelab.data.phantom.write_phantom_dataset` (``images/*.nii.gz`` + ``meta.csv``); DICOM
@@ -106,9 +115,7 @@ def export_phantom_formats(root: str | Path, formats: Sequence[str]) -> list[Pat
 
     from musclelab.data.phantom import load_nifti_slice
 
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"unknown format {unknown[0]}; known formats: {', '.join(FORMATS)}")
+    formats = check_formats(formats)
     root = Path(root)
     meta = pd.read_csv(root / "meta.csv")
     out = []
