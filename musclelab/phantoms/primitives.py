@@ -113,23 +113,27 @@ def fourier_coefs(rng: np.random.Generator, amp: float, kmax: int = 4, kmin: int
     return c
 
 
+def _col(v, ndim: int):
+    """A per-slice parameter as a (Z, 1, 1) column (scalars pass through)."""
+    v = np.asarray(v, np.float32)
+    return v.reshape(-1, *([1] * (ndim - 1))) if v.ndim == 1 else v
+
+
 def _fourier(cu: np.ndarray, su: np.ndarray, coefs: np.ndarray) -> np.ndarray:
-    """sum_k a_k cos(k t) + b_k sin(k t), k = 1..K, from cos t / sin t by the angle-addition recurrence."""
+    """sum_k a_k cos(k t) + b_k sin(k t), k = 1..K, from cos t / sin t by the angle-addition recurrence, with
+    shared coefficients ``(K, 2)`` or per-slice ones ``(Z, K, 2)``."""
     out = np.zeros_like(cu)
     ck, sk = cu, su
     for k in range(coefs.shape[-2]):
         if k:
             ck, sk = ck * cu - sk * su, sk * cu + ck * su
-        a, b = float(coefs[k, 0]), float(coefs[k, 1])
-        if a or b:
-            out += np.float32(a) * ck + np.float32(b) * sk
+        a, b = coefs[..., k, 0], coefs[..., k, 1]
+        if not (np.any(a) or np.any(b)):
+            continue
+        if coefs.ndim == 3:
+            a, b = _col(a, cu.ndim), _col(b, cu.ndim)
+        out += np.float32(a) * ck + np.float32(b) * sk if np.ndim(a) == 0 else a * ck + b * sk
     return out
-
-
-def _col(v, ndim: int):
-    """A per-slice parameter as a (Z, 1, 1) column (scalars pass through)."""
-    v = np.asarray(v, np.float32)
-    return v.reshape(-1, *([1] * (ndim - 1))) if v.ndim == 1 else v
 
 
 def ellipse_rho(X, Y, cx, cy, a, b, angle=0.0, coefs: np.ndarray | None = None) -> np.ndarray:
