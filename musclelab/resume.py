@@ -11,9 +11,10 @@
 * :class:`AtomicCheckpointIO`: Lightning writes a checkpoint by truncating the file and writing into it, so a
   kill during the write leaves a truncated ``last.ckpt`` that the next ``resume=`` trusts; this plug-in writes a
   temporary file and renames it (:func:`musclelab.io.atomic_write_bytes`): the previous file or the new one.
-* :func:`before_run`: ``resume=`` of a run that is already ``complete`` says so and does nothing (it used to
-  train another epoch and crash in the CSV logger); jobs of a re-launched sweep go through
-  :mod:`musclelab.sweep_resume`.
+* :func:`before_run`: ``resume=`` of a run that is already ``complete`` with the same config says so and does
+  nothing (it used to train another epoch and crash in the CSV logger); with changed settings (e.g. a higher
+  ``trainer.max_epochs``) it extends the run from ``last.ckpt`` (kept with ``callbacks.checkpoint.keep_last``);
+  jobs of a re-launched sweep go through :mod:`musclelab.sweep_resume`.
 * :func:`mark_stopped`: a run stopped by SIGTERM (or SLURM's pre-timeout signal) is ``interrupted`` —
   resumable from its last complete epoch — not ``failed``. Lightning's signal connector turns SIGTERM into a
   ``SIGTERMException`` at the next batch; SIGUSR1/SIGUSR2 outside SLURM are routed to the same path. On SLURM,
@@ -246,10 +247,15 @@ def before_run(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
     """Called first by ``train()``: the saved result when there is nothing to do (a complete run given as
     ``resume=``, or a complete job of a re-launched sweep), else ``None`` (``cfg.resume`` may be set to continue
     an interrupted sweep job)."""
-    from musclelab.sweep_resume import prepare_sweep_job
+    from musclelab.sweep_resume import SAVED_CONFIG, config_differences, prepare_sweep_job
 
     if cfg.get("resume") and read_status(run_dir) == "complete":
-        return _complete_result(run_dir, f"run {run_dir} is already complete: nothing to resume")
+        saved = run_dir / SAVED_CONFIG
+        changed = config_differences(cfg, saved) if saved.exists() else []
+        if not changed:
+            return _complete_result(run_dir, f"run {run_dir} is already complete: nothing to resume")
+        # new settings given with resume= (e.g. trainer.max_epochs raised): extend the run from last.ckpt
+        log.info("run %s is complete; continuing it with changed %s", run_dir, ", ".join(changed))
     if prepare_sweep_job(cfg, run_dir) == "complete":
         return _complete_result(run_dir, f"sweep job {run_dir} is complete with the same config: skipped")
     return None
