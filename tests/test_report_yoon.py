@@ -264,3 +264,33 @@ def test_architecture_findings_are_computed(tmp_path):
     assert res["n = 5: transfer from another site beats scratch"].agrees is True
     assert res["n = 30: transfer from another site beats scratch"].agrees is False
     assert res["Transfer from another site beats scratch at every n in 5 ... 30"].agrees is False
+
+
+def test_site_transfer_findings_appended_to_the_init_by_n_report(tmp_path):
+    """Runs tagged site_transfer (experiment=yoon2024_site_transfer) get Fig. 7's findings appended to the
+    McSweeney-style report and its findings.csv; other studies are untouched."""
+    from musclelab.report.architectures import add_site_transfer_findings
+
+    root = tmp_path / "site_transfer"
+    for i, (init, n, dice) in enumerate([("checkpoint", 5, 0.8), ("scratch", 5, 0.6), ("checkpoint", 10, 0.85),
+                                         ("scratch", 10, 0.7)]):
+        run = root / init / str(i)
+        run.mkdir(parents=True)
+        (run / "config_resolved.yaml").write_text(yaml.safe_dump(
+            {"init": {"name": init}, "data": {"n_train": n}, "tags": ["yoon2024", "site_transfer"]}))
+        (run / "run_status.json").write_text(json.dumps({"status": "complete"}))
+        pd.DataFrame({"case_id": ["x", "y"], "dice": [dice, dice + 0.02]}).to_csv(run / "test_cases.csv", index=False)
+    out = root / "report"
+    out.mkdir()
+    md = out / "report.md"
+    md.write_text("# report\n")
+    pd.DataFrame({"claim": ["earlier"], "verdict": ["agrees"]}).to_csv(out / "findings.csv", index=False)
+    add_site_transfer_findings(root, md)
+    text = md.read_text()
+    assert "## Findings: site transfer" in text and "**agrees** — n = 5: transfer from another site" in text
+    f = pd.read_csv(out / "findings.csv")
+    assert f["claim"].iloc[0] == "earlier" and (f["verdict"] == "agrees").sum() == 4
+    other = tmp_path / "other.md"
+    other.write_text("x")
+    add_site_transfer_findings(tmp_path / "nothing", other)
+    assert other.read_text() == "x"

@@ -43,7 +43,7 @@ REPORTS: dict[str, ReportKind] = {
         # real configs always carry init.name (scratch) and data.n_train (null), so a plain multirun over
         # model would look like McSweeney; architectures.detect requires no init / n_train sweep
         detect=lambda study: mcsweeney.detect(study) and not architectures.detect(study),
-        write=lambda study, out: mcsweeney.write(study, out),
+        write=lambda study, out: architectures.add_site_transfer_findings(study, mcsweeney.write(study, out)),
     ),
     architectures.KIND: ReportKind(
         name=architectures.KIND,

@@ -40,6 +40,7 @@ from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import (MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study,  # noqa: E402
                    report_dir)
+from .findings import FINDINGS_FILE, findings_frame  # noqa: E402
 
 KIND = "architectures"
 TITLE = "Yoon et al. 2024 reproduction: segmentation architectures compared (Table 3)"
@@ -306,6 +307,40 @@ def site_transfer_findings(cases: pd.DataFrame, n_range: tuple[int, int] = (5, 3
         out.append(Finding(claim, f"mean Dice gain {np.mean(diffs):+.3f}; transfer better at {sum(d > 0 for d in diffs)}"
                                   f" of {len(diffs)} n", all(d > 0 for d in diffs), source))
     return out
+
+
+def site_transfer_cases(study_dir: str | Path) -> pd.DataFrame | None:
+    """Per-case Dice of the complete runs of a site-transfer study (configs tagged ``site_transfer``, as
+    ``experiment=yoon2024_site_transfer``): columns ``init``, ``n_train``, ``dice``; None for other studies."""
+    frames = []
+    for run_dir in find_run_dirs(study_dir):
+        cfg = load_config(run_dir)
+        if "site_transfer" not in [str(t) for t in (cfg.get("tags") or [])]:
+            continue
+        if _read_json(run_dir / "run_status.json").get("status") != "complete" or not (run_dir / "test_cases.csv").exists():
+            continue
+        dice = pd.read_csv(run_dir / "test_cases.csv").get("dice")
+        if dice is not None:
+            frames.append(pd.DataFrame({"init": str(config_value(cfg, "init.name")),
+                                        "n_train": config_value(cfg, "data.n_train"), "dice": dice}))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def add_site_transfer_findings(study_dir: str | Path, report_md: Path) -> Path:
+    """For a site-transfer study (reported as init x n), append Fig. 7's findings to ``report_md`` and to the
+    ``findings.csv`` beside it; other studies are left as they are. Returns ``report_md``."""
+    cases = site_transfer_cases(study_dir)
+    if cases is None:
+        return report_md
+    found = site_transfer_findings(cases)
+    path = report_md.parent / FINDINGS_FILE
+    old = pd.read_csv(path) if path.exists() else None
+    frame = findings_frame(found) if old is None else pd.concat([old, findings_frame(found)], ignore_index=True)
+    atomic_write_text(path, frame.to_csv(index=False))
+    text = report_md.read_text().rstrip("\n") + "\n\n" + findings_markdown(
+        found, title="Findings: site transfer (Yoon et al. 2024, Fig. 7)",
+        intro="Fine-tuning a model from another site (init=checkpoint) vs training from scratch on n new-site images.")
+    return atomic_write_text(report_md, text)
 
 
 # ---------------------------------------------------------------------------------------------------- output
