@@ -169,6 +169,7 @@ def main() -> None:
     p.add_argument("--decode-size", type=int, default=256, help="in-plane pixels of the NIfTI scans decoded in 1.")
     p.add_argument("--decode-slices", type=int, default=200)
     p.add_argument("--out", type=Path, default=None, help="write results.json here")
+    p.add_argument("--only", default="patches,epoch,sliding_window,rss", help="comma-separated parts to run")
     p.add_argument("--rss-child", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--cache", type=Path, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -180,17 +181,25 @@ def main() -> None:
         res = {"threads": a.threads, "size": a.size, "n_slices": a.n_slices}
         for name, fn in (("patches", bench_patches), ("epoch", bench_epoch), ("sliding_window", bench_sliding_window),
                          ("rss", bench_rss)):
+            if name not in a.only.split(","):
+                continue
             t = time.perf_counter()
             big = name == "patches"
             res[name] = fn(tmp, a.decode_size if big else a.size, a.decode_slices if big else a.n_slices)
             res[name]["bench_s"] = round(time.perf_counter() - t, 1)
             print(name, json.dumps(res[name], indent=None, default=str), flush=True)
-    print(f"\npatches/s cache vs decode+resample: {res['patches']['cache_speedup']:.0f}x (goal >= 20x)")
-    print(f"full-pipeline epoch / pre-loaded epoch: {res['epoch']['full_over_preloaded']:.3f} (goal <= 1.05)")
-    print(f"sliding window s/scan: UNETR {res['sliding_window']['unetr_smoke_s_per_scan']:.2f}, "
-          f"3D U-Net {res['sliding_window']['unet_smoke_s_per_scan']:.2f} ({res['sliding_window']['scan_shape']})")
-    print(f"peak RSS 10 vs 40 volumes: {res['rss']['peak_rss_mb_10_volumes']:.0f} MB vs "
-          f"{res['rss']['peak_rss_mb_40_volumes']:.0f} MB (x{res['rss']['rss_40_over_10']:.2f})")
+    print()
+    if "patches" in res:
+        print(f"patches/s cache vs decode+resample: {res['patches']['cache_speedup']:.0f}x (goal >= 20x)")
+    if "epoch" in res:
+        print(f"full-pipeline epoch / pre-loaded epoch: {res['epoch']['full_over_preloaded']:.3f} (goal <= 1.05)")
+    if "sliding_window" in res:
+        sw = res["sliding_window"]
+        print(f"sliding window s/scan: UNETR {sw['unetr_smoke_s_per_scan']:.2f}, 3D U-Net {sw['unet_smoke_s_per_scan']:.2f}"
+              f" ({sw['scan_shape']})")
+    if "rss" in res:
+        print(f"peak RSS 10 vs 40 volumes: {res['rss']['peak_rss_mb_10_volumes']:.0f} MB vs "
+              f"{res['rss']['peak_rss_mb_40_volumes']:.0f} MB (x{res['rss']['rss_40_over_10']:.2f})")
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         (a.out / "results.json").write_text(json.dumps(res, indent=2, default=str))

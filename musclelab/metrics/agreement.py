@@ -47,6 +47,11 @@ def icc(ratings: np.ndarray | Sequence[Sequence[float]], form: str = "ICC(2,1)",
     nan = {"icc": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "F": float("nan"), "p": float("nan")}
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
         return nan
+    with np.errstate(divide="ignore", invalid="ignore"):   # tiny or degenerate tables give NaN bounds
+        return _icc(x, form, alpha, nan)
+
+
+def _icc(x: np.ndarray, form: str, alpha: float, nan: dict[str, float]) -> dict[str, float]:
     msr, msc, mse, msw, n, k = _anova(x)
     q = 1 - alpha / 2
     if form == "ICC(1,1)":
