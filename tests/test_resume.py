@@ -261,3 +261,22 @@ def test_slurm_requeue_is_wired(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NAME", "musclelab")
     env = [p for p in trainer_plugins() if isinstance(p, SLURMEnvironment)]
     assert len(env) == 1 and env[0].auto_requeue and env[0].requeue_signal == signal.SIGUSR1
+
+
+def test_nan_voxels_are_refused_before_training(tmp_path):
+    import fake_datasets as F
+
+    from musclelab.cli import compose_train_config
+    from musclelab.errors import ConfigError
+    from musclelab.train import train
+
+    fd = F.make_fake_btcv(tmp_path / "data", n=3)
+    F.make_nan_image(fd.image_files[fd.ids[0]])
+    run = tmp_path / "run"
+    cfg = compose_train_config(["data=btcv", f"data.root={fd.root}", "data.img_size=32", "model=unet",
+                                "model.params.channels=[8,16]", "model.params.strides=[2]", "logger=none",
+                                f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={run}",
+                                "callbacks.progress_bar=false", "trainer.max_epochs=1"])
+    with pytest.raises(ConfigError, match="NaN"):
+        train(cfg)
+    assert read_status(run) == "failed" and not (run / "checkpoints").exists()
