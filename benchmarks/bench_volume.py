@@ -79,8 +79,6 @@ def bench_patches(tmp: Path, size: int, n_slices: int, n_patches: int = 40) -> d
 
 def bench_epoch(tmp: Path, size: int, n_slices: int, epochs: int = 2) -> dict[str, float]:
     """Full-pipeline epoch / epoch over the same patches pre-loaded (same model, same steps)."""
-    from torch.utils.data import DataLoader
-
     from musclelab.losses import build_loss
     from musclelab.models import build_model
 
