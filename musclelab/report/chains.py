@@ -296,6 +296,19 @@ def _metric(chains: list[Chain], key: str) -> np.ndarray:
     return vals[np.isfinite(vals)]
 
 
+def _change_by_dataset(chains: list[Chain]) -> dict[str, np.ndarray]:
+    """Data set -> R[final, j] - R[j, j] over the chains in which it was trained before the last stage."""
+    out: dict[str, list[float]] = {}
+    for c in chains:
+        T = len(c.sequence)
+        for j, d in enumerate(c.sequence[:-1]):
+            if d in c.matrix:
+                delta = _float(c.matrix.iloc[T - 1][d]) - _float(c.matrix.iloc[j][d])
+                if np.isfinite(delta):
+                    out.setdefault(d, []).append(delta)
+    return {d: np.array(v) for d, v in out.items()}
+
+
 def _wilcoxon(values: np.ndarray) -> tuple[float | None, float | None]:
     """Two-sided Wilcoxon signed-rank test of ``values`` against 0 (None without at least 6 non-zero values)."""
     from scipy import stats
@@ -312,6 +325,7 @@ def chain_findings(chains: list[Chain]) -> list[Finding]:
 
     * forgetting: after training on later data sets the earlier ones score lower (Tables 7-9): mean BWT < 0,
       Wilcoxon signed-rank over the orderings; judged only for models that learn (mean ACC > :data:`LEARNS_ACC`);
+    * LiTS is the earlier data set that loses the most (Table 7; BTCV preserved, CHAOS slightly lower);
     * VNet is the most robust to forgetting: its mean BWT is the highest of the models that learn;
     * transfer converges faster (Figs. 8-10): fewer epochs to 95 % of the stage's best validation Dice for stages
       that start from an earlier stage than for first stages (Mann-Whitney U);
@@ -346,6 +360,18 @@ def chain_findings(chains: list[Chain]) -> list[Finding]:
         out.append(Finding(claim, measured, direction(float(bwt.mean()), -1, BWT_MARGIN), f"{SOURCE}, Tables 7-9",
                            test="Wilcoxon signed-rank of BWT vs 0 over orderings" if p is not None else None,
                            statistic=stat, p_value=p))
+    for model in models:   # which earlier data set loses most (Table 7: LiTS; BTCV preserved; CHAOS slightly)
+        change = _change_by_dataset([c for c in chains if c.model == model])
+        name = model or "?"
+        claim = f"{name}: of the earlier data sets, LiTS loses the most Dice after later training"
+        if "lits" not in change or len(change) < 2:
+            out.append(not_measurable(claim, "needs LiTS and another data set trained before a later one",
+                                      f"{SOURCE}, Table 7"))
+            continue
+        worst = min(change, key=lambda d: change[d].mean())
+        out.append(Finding(claim, "mean change on an earlier data set after the later stages: " + ", ".join(
+            f"{d} {v.mean():+.3f} (n = {len(v)})" for d, v in sorted(change.items())), worst == "lits",
+            f"{SOURCE}, Table 7", note="change = R[final, j] - R[j, j] over the orderings where j is not last"))
     claim = "VNet is the most robust architecture to catastrophic forgetting (highest BWT)"
     if "vnet" not in bwt_by_model or len(bwt_by_model) < 2:
         why = ("VNet did not learn or is not in the study" if "vnet" not in bwt_by_model
