@@ -119,3 +119,25 @@ def test_tiny_3d_model_learns(tmp_path):
     torch.set_num_threads(threads)
     print(f"tiny 3D UNet: test Dice {before:.3f} untrained -> {after:.3f} trained in {time.perf_counter() - t0:.1f} s")
     assert after > before + 0.15 and after > 3 * before
+
+
+def test_verify_reports_slices_for_volume_data(tmp_path):
+    """``musclelab data verify`` with data.spatial_dims=3: a single-slice image is reported, volumes are not."""
+    import json as _json
+
+    from musclelab.data.readers import build_reader
+    from musclelab.data.volumes import volume_problems
+    from musclelab.outputs.nifti import save_nifti
+
+    root = tmp_path / "msd"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(_json.dumps({"labels": {"0": "background", "1": "muscle"}}))
+    for cid, shape in (("vol", (6, 8, 8)), ("slice", (1, 8, 8))):
+        lab = np.zeros(shape, np.uint8)
+        lab[..., 2:4, 2:4] = 1
+        save_nifti(root / "imagesTr" / f"{cid}.nii.gz", np.zeros(shape, np.int16), spacing=(2.0, 1.0, 1.0),
+                   dtype=np.int16)
+        save_nifti(root / "labelsTr" / f"{cid}.nii.gz", lab, spacing=(2.0, 1.0, 1.0))
+    problems = volume_problems(build_reader("msd", root))
+    assert [(p.case_id, p.check) for p in problems] == [("slice", "volume")]
+    assert "data.spatial_dims=2" in problems[0].message
