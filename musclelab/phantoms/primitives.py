@@ -53,7 +53,8 @@ class Grid:
     """In-plane pixel-centre coordinates in anatomy mm for a ``size`` x ``size`` image of ``spacing`` mm.
 
     ``shift`` = (tx, ty) mm moves the anatomy origin away from the image centre and ``rotation`` (radians) turns
-    the subject in the plane; ``X``/``Y`` are float32 ``(size, size)`` anatomy coordinates of every pixel.
+    the subject in the plane; ``X``/``Y`` are float32 ``(size, size)`` anatomy coordinates of every pixel,
+    ``xi``/``yi`` the image-frame coordinates (a row and a column vector, mm).
     """
 
     def __init__(self, size: int, spacing: float, shift: tuple[float, float] = (0.0, 0.0),
@@ -62,7 +63,8 @@ class Grid:
         self.tx, self.ty = float(shift[0]), float(shift[1])
         self.c, self.s = float(np.cos(rotation)), float(np.sin(rotation))
         idx = ((np.arange(self.size, dtype=np.float32) + 0.5 - self.size / 2) * self.sp).astype(np.float32)
-        xr, yr = idx[None, :] - np.float32(self.tx), idx[:, None] - np.float32(self.ty)
+        self.xi, self.yi = idx[None, :], idx[:, None]   # image-frame mm (columns, rows), before shift/rotation
+        xr, yr = self.xi - np.float32(self.tx), self.yi - np.float32(self.ty)
         self.X = (np.float32(self.c) * xr + np.float32(self.s) * yr).astype(np.float32)
         self.Y = (np.float32(-self.s) * xr + np.float32(self.c) * yr).astype(np.float32)
 
