@@ -135,7 +135,8 @@ class Rule:
         if isinstance(value, str) and value in names:
             return None
         kind = getattr(reg, "kind", self.field.rsplit(".", 1)[-1])
-        return f"unknown {kind}; known: {', '.join(names)}"
+        plural = getattr(reg, "plural", f"{kind}s")
+        return f"unknown {kind}; known {plural}: {', '.join(names)}"
 
     def applies(self, cfg: DictConfig) -> bool:
         for key, allowed in self.when.items():
@@ -216,8 +217,9 @@ def _models():
 class _Names:
     """A plain name list with a kind, for rules over several registries."""
 
-    def __init__(self, kind: str, names: Iterable[str]) -> None:
+    def __init__(self, kind: str, names: Iterable[str], plural: str | None = None) -> None:
         self.kind = kind
+        self.plural = plural or f"{kind}s"
         self._names = sorted(names)
 
     def names(self) -> list[str]:
@@ -261,22 +263,22 @@ def _inits():
 
 def _phantom_sites():
     from musclelab.data.phantom import SITES
-    return _Names("phantom site", SITES)
+    return _Names("site", SITES)
 
 
 def _phantom_targets():
     from musclelab.data.phantom import LABEL_MAPS
-    return _Names("phantom target", LABEL_MAPS)
+    return _Names("target", LABEL_MAPS)
 
 
 def _liver_sites():
     from musclelab.data.abdomen_phantom import LIVER_SITES
-    return _Names("abdomen phantom site", LIVER_SITES)
+    return _Names("site", LIVER_SITES)
 
 
 def _liver_targets():
     from musclelab.data.abdomen_phantom import TARGET_ALIASES, TARGETS
-    return _Names("abdomen phantom target", {*TARGETS, *TARGET_ALIASES})
+    return _Names("target", {*TARGETS, *TARGET_ALIASES})
 
 
 PHANTOM = {"data.name": "phantom"}
@@ -474,14 +476,15 @@ def _kwargs_of(fn: Callable[..., Any], skip: Sequence[str] = ()) -> list[str] | 
             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
 
 
-def _unknown_keys(cfg: DictConfig, section: str, known: list[str] | None, extra: Sequence[str] = ()) -> str | None:
+def _unknown_keys(cfg: DictConfig, section: str, known: list[str] | None, extra: Sequence[str] = (),
+                  what: str = "") -> str | None:
     node = _get(cfg, section)
     if known is None or not isinstance(node, DictConfig):
         return None
     allowed = {*known, *extra}
     for key in node.keys():
         if key not in allowed:
-            return f"{section}.{key}: unknown field; known fields: {', '.join(sorted(allowed))}"
+            return f"{section}.{key} is not a parameter of {what}; known parameters: {', '.join(sorted(allowed))}"
     return None
 
 
@@ -489,24 +492,26 @@ def _check_sections(cfg: DictConfig) -> str | None:
     """Keys of sections that become keyword arguments, against the signature that receives them."""
     # ``data`` itself is not checked here: 2D and 3D datamodules take different fields (Hydra's struct mode
     # already refuses a misspelt key, and the coverage test requires a rule for every shipped one)
-    checks: list[tuple[str, list[str] | None, Sequence[str]]] = []
+    checks: list[tuple[str, list[str] | None, Sequence[str], str]] = []
     name = _get(cfg, "data.name")
     sources = _sources()
     if isinstance(name, str) and name in sources:
         from musclelab.data.sources import SUPPLIED
 
-        checks.append(("data.source", _kwargs_of(sources.get(name), SUPPLIED), ()))
+        checks.append(("data.source", _kwargs_of(sources.get(name), SUPPLIED), (), f"dataset '{name}'"))
     optim = _get(cfg, "optim.name")
     if isinstance(optim, str) and optim in _optimizers():
-        checks.append(("optim", _kwargs_of(_optimizers().get(optim), ("params",)), ("name", "scheduler")))
+        checks.append(("optim", _kwargs_of(_optimizers().get(optim), ("params",)), ("name", "scheduler"),
+                       f"optimizer '{optim}'"))
     loss = _get(cfg, "loss.name")
     if isinstance(loss, str) and loss in _losses():
-        checks.append(("loss.params", _kwargs_of(_losses().get(loss).__init__, ("num_classes",)), ()))
+        checks.append(("loss.params", _kwargs_of(_losses().get(loss).__init__, ("num_classes",)), (),
+                       f"loss '{loss}'"))
     import pytorch_lightning as pl
 
-    checks.append(("trainer", _kwargs_of(pl.Trainer.__init__), ()))
-    for section, known, extra in checks:
-        if (msg := _unknown_keys(cfg, section, known, extra)) is not None:
+    checks.append(("trainer", _kwargs_of(pl.Trainer.__init__), (), "Lightning's Trainer"))
+    for section, known, extra, what in checks:
+        if (msg := _unknown_keys(cfg, section, known, extra, what)) is not None:
             return msg
     return None
 

@@ -130,12 +130,12 @@ def test_every_invalid_value_is_one_line_naming_the_field(configs):
     ("data.channels=2", "data.channels=2: must be one of 1, 3"),
     ("seed=abc", "seed='abc': must be an integer >= 0"),
     ("trainer.max_epochs=-2", "trainer.max_epochs=-2: must be an integer >= 1"),
-    ("data.window=nonsense", "data.window='nonsense': unknown window; known: abdomen, thigh, wl400_50"),
+    ("data.window=nonsense", "data.window='nonsense': unknown window; known windows: abdomen, thigh, wl400_50"),
     ("model=nope", "Could not find 'model/nope'; known options: "),
     ("data.batchsize=4", "data.batchsize: unknown field; known fields: augment, batch_size"),
-    ("+data.source.foo=1", "data.source.foo: unknown field; known fields: n_cases"),
-    ("+optim.foo=1", "optim.foo: unknown field; known fields: "),
-    ("data.source.site=z", "data.source.site='z': unknown phantom site; known: a, b, c, d"),
+    ("+data.source.foo=1", "data.source.foo is not a parameter of dataset 'phantom'; known parameters: "),
+    ("+optim.foo=1", "optim.foo is not a parameter of optimizer 'adam'; known parameters: "),
+    ("data.source.site=z", "data.source.site='z': unknown site; known sites: a, b, c, d"),
     ("data.val_fraction=0.5", "must sum to < 1"),
 ])
 def test_cli_train_mistakes_exit_2_with_one_line(tmp_path, capsys, override, expect):
