@@ -136,7 +136,9 @@ def overrides(name: str, model: str, init: str, run_root: Path, files: dict[str,
         out.append(f"{key}={_weights_for(cfg, files)}")
     if init in ("autoencoder", "jigsaw"):
         out += [*PRETEXT_SHORT, f"paths.cache_dir={run_root / 'cache'}"]
-    if init == "checkpoint" and not cfg.init.get("checkpoint"):
+    given = cfg.init.get("checkpoint")
+    if init == "checkpoint" and not (given and Path(str(given)).exists()):
+        # null, or the experiment's source_run (mcsweeney2022_smoke) that only its *_source_smoke run writes
         out.append(f"init.checkpoint={source_run(run_root, files)}")
     return out
 
