@@ -83,8 +83,11 @@ def _precheck(command: str, args: list[str]) -> None:
     from musclelab.config_validation import precheck_overrides
     from musclelab.errors import ConfigError
 
-    if any(a in ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info") for a in args):
-        return
+    flags_with_values = ("-c", "--cfg", "-i", "--info", "-cn", "--config-name", "-cp", "--config-path", "-cd",
+                         "--config-dir", "--experimental-rerun", "--package", "-p", "--resolve")
+    if any(a in ("-h", "--help", "--hydra-help", "--version", "--shell-completion", "-sc", *flags_with_values)
+           or a.startswith(tuple(f + "=" for f in flags_with_values)) for a in args):
+        return  # Hydra's own options: let Hydra handle the command line
     try:
         precheck_overrides(args, _compose_raw)
     except ConfigError as err:
