@@ -294,3 +294,13 @@ def test_site_transfer_findings_appended_to_the_init_by_n_report(tmp_path):
     other.write_text("x")
     add_site_transfer_findings(tmp_path / "nothing", other)
     assert other.read_text() == "x"
+
+
+def test_chains_report_lists_swept_models_without_chains(tmp_path):
+    """A sweep job that failed before writing any chain (its model has no chains) is listed, not dropped."""
+    root = tmp_path / "multirun"
+    make_chain(root / "0" / "a-b", ("a", "b"), model="unet")
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"params": {"model": "unet,vnet"}}}}))
+    text = write_report(root).read_text()
+    assert "| model=vnet | in the sweep (multirun.yaml), no complete chain |" in text
+    assert "| model=unet |" not in text

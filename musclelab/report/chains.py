@@ -178,6 +178,19 @@ def _expected_chain_dirs(root: Path) -> list[Path]:
     return out
 
 
+def _swept_models(root: Path) -> list[str]:
+    """The ``model`` values of the study's sweep (``multirun.yaml``), if it sweeps over models."""
+    from .runs import expected_grid
+
+    try:
+        grid = expected_grid(root)
+    except (OSError, ValueError):
+        return []
+    if grid is None or "model" not in grid.columns:
+        return []
+    return [str(m) for m in dict.fromkeys(grid["model"].dropna())]
+
+
 def analyze(study_dir: str | Path) -> ChainsResult:
     """Read every chain under ``study_dir``; incomplete ones go to ``problems``."""
     root = Path(study_dir)
@@ -194,6 +207,9 @@ def analyze(study_dir: str | Path) -> ChainsResult:
         if path.resolve() not in seen:
             problems.append({"chain": path.relative_to(root).as_posix(),
                              "reason": "listed in study_summary.csv, no chain directory"})
+    for model in _swept_models(root):   # a sweep job that failed before writing any chain
+        if model not in {c.model for c in chains}:
+            problems.append({"chain": f"model={model}", "reason": "in the sweep (multirun.yaml), no complete chain"})
     return ChainsResult(root=root, chains=chains, problems=pd.DataFrame(problems, columns=["chain", "reason"]),
                         summary=summarize(chains), per_model=model_table(chains), findings=chain_findings(chains))
 
