@@ -1,11 +1,13 @@
 """DataLoader settings chosen from measurement (``data.num_workers``, ``data.pin_memory``; null = automatic).
 
-``benchmarks/bench_pipeline.py`` on the default phantom run (2 CPU cores, 1 training thread, shared machine):
-a full-pipeline epoch (windowing + MONAI augmentation per item in the training process) took 0.96x the same
-epoch on batches already in memory with ``num_workers=0``, and 1.34x with one worker process (and more with two):
-on a CPU the workers take the cores the training step needs, and per-item work is small next to a CPU step. On a
-GPU the step is ~100x shorter, so the same per-item work would leave the GPU waiting: there, worker processes
-(persistent across epochs) and pinned memory (asynchronous host-to-device copies) are the standard remedy.
+``benchmarks/bench_pipeline.py`` on the default phantom run (2 CPU cores shared with other jobs, 1 training
+thread), in-memory and full-pipeline epochs alternating inside one fit: the full pipeline (windowing + MONAI
+augmentation per item) costs 1.19x the in-memory epoch with ``num_workers=0`` and 1.19x with one worker process
+(after running the augmentation without MetaTensor metadata, :func:`without_metadata`; before: 1.31x and 1.10x).
+A worker brings nothing measurable on a CPU, costs a process start per loader and cannot be started inside
+daemonic launcher processes, so CPU runs keep 0. On a GPU the step is ~100x shorter than on a CPU, so the same
+per-item work would leave the GPU waiting: there, worker processes (persistent across epochs) and pinned memory
+(asynchronous host-to-device copies) are the standard remedy (not measured here: no GPU was available).
 
 Automatic choices: no CUDA device -> 0 workers, no pinning; a CUDA device -> ``min(4, cores - 1)`` persistent
 workers and pinned memory. Explicit values are kept.
