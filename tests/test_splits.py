@@ -147,3 +147,21 @@ def test_phantom_observer_cases_become_the_test_set() -> None:
     assert sorted(test["patient_id"]) == sorted(dm.datasets["test"].slices.meta["patient_id"])
     assert len(test) == 3 and dm.datasets["test"].slices.meta["has_observers"].all()
     assert not dm.datasets["train"].slices.meta["has_observers"].any()
+
+
+def test_l3_folder_observers_of_some_cases_are_the_test_set(tmp_path) -> None:
+    """Real data where the observers contoured only some images (the paper's 37): those are marked and become
+    the fixed test set with data.test_set=observers."""
+    import fake_datasets as F
+    from musclelab.data.datamodule import SegmentationDataModule
+
+    F.make_fake_l3_folder(tmp_path / "l3", observers=2)
+    for name in ("obs1", "obs2"):  # c2 and c3 were not contoured by the observers
+        for f in (tmp_path / "l3" / "observers" / name).glob("c[23].*"):
+            f.unlink()
+    dm = SegmentationDataModule("l3_folder", img_size=32, root=str(tmp_path / "l3"), cache_dir=str(tmp_path / "c"),
+                                split="kfold_val", test_set="observers", n_folds=2)
+    dm.setup()
+    test = dm.datasets["test"].slices
+    assert sorted(test.meta["source_case_id"]) == ["007", "c1"] and test.meta["has_observers"].all()
+    assert sorted(test.observers) == ["obs1", "obs2"] and all(m.any() for m in test.observers["obs1"])
