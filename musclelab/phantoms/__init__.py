@@ -1,5 +1,7 @@
 """Built-in synthetic CT phantoms on one set of drawing primitives (:mod:`musclelab.phantoms.primitives`).
 
-``thigh`` (hip-to-knee volumes, 30 classes, Kim 2024). The L3 (``musclelab.data.phantom``) and abdominal
-(``musclelab.data.abdomen_phantom``) phantoms live under ``musclelab.data`` for now.
+``l3`` (single L3 slices, McSweeney / Yoon muscle studies), ``abdomen`` (3D abdomen with a liver, three sites,
+Yoon liver studies), ``lumbar`` (L1-L5 volumes, Kawamoto), ``thigh`` (hip-to-knee volumes, 30 classes, Kim 2024).
+The old module paths ``musclelab.data.phantom`` and ``musclelab.data.abdomen_phantom`` are aliases of ``l3`` and
+``abdomen``.
 """

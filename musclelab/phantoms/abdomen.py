@@ -54,7 +54,16 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from musclelab.data.phantom import HU_MAX, HU_MIN, _coefs, _fourier, _Grid, _rho, _smoothstep
+from musclelab.phantoms.l3 import HU_MAX, HU_MIN, _coefs, _fourier, _rho, _smoothstep
+from musclelab.phantoms.primitives import (  # the shared drawing primitives
+    Grid,
+    ellipse_rho as _rho_z,
+    capsule as _capsule,
+    ellipsoid as _ellipsoid,
+    paint as _paint,
+    tube as _tube,
+    z_range as _zrange,
+)
 from musclelab.io import new_directory
 
 # ----------------------------------------------------------------------------------------------------------
@@ -253,131 +262,6 @@ _TEX_AMP[_BFECES] = 260.0
 # ----------------------------------------------------------------------------------------------------------
 # Geometry helpers (anatomy frame: x towards the subject's left, y posterior, z inferior; mm)
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _zrange(z: np.ndarray, lo: float, hi: float) -> slice | None:
-    """Slice indices whose centre z (mm, increasing) lies in [lo, hi]; None if none."""
-    k0, k1 = int(np.searchsorted(z, lo, "left")), int(np.searchsorted(z, hi, "right"))
-    return slice(k0, k1) if k1 > k0 else None
-
-
-def _bbox(g: _Grid, xs, ys, rad) -> tuple[slice, slice] | None:
-    """Pixel box covering discs of radius ``rad`` (mm) around anatomy points (xs, ys); None if off-image."""
-    xs, ys, rad = np.atleast_1d(xs), np.atleast_1d(ys), np.atleast_1d(rad)
-    xi = g.tx + g.c * xs - g.s * ys
-    yi = g.ty + g.s * xs + g.c * ys
-    h = g.size / 2 - 0.5
-    c0 = max(int(np.floor(np.min(xi - rad) / g.sp + h)), 0)
-    c1 = min(int(np.ceil(np.max(xi + rad) / g.sp + h)) + 1, g.size)
-    r0 = max(int(np.floor(np.min(yi - rad) / g.sp + h)), 0)
-    r1 = min(int(np.ceil(np.max(yi + rad) / g.sp + h)) + 1, g.size)
-    if c0 >= c1 or r0 >= r1:
-        return None
-    return slice(r0, r1), slice(c0, c1)
-
-
-def _col(v, ndim: int):
-    """A per-slice parameter as a (Z, 1, 1) column (scalars pass through)."""
-    v = np.asarray(v, np.float32)
-    return v.reshape(-1, *([1] * (ndim - 1))) if v.ndim == 1 else v
-
-
-def _fourier_z(cu, su, coefs: np.ndarray):
-    """sum_k a_k cos(k t) + b_k sin(k t) with per-slice coefficients ``coefs`` (Z, K, 2) or shared (K, 2)."""
-    out = np.zeros_like(cu)
-    ck, sk = cu, su
-    for k in range(coefs.shape[-2]):
-        if k:
-            ck, sk = ck * cu - sk * su, sk * cu + ck * su
-        a, b = coefs[..., k, 0], coefs[..., k, 1]
-        if not (np.any(a) or np.any(b)):
-            continue
-        if coefs.ndim == 3:
-            a, b = _col(a, cu.ndim), _col(b, cu.ndim)
-        out += np.float32(a) * ck + np.float32(b) * sk if np.ndim(a) == 0 else a * ck + b * sk
-    return out
-
-
-def _rho_z(X, Y, cx, cy, a, b, ang=0.0, coefs: np.ndarray | None = None):
-    """Normalised radius of per-slice ellipses (centre cx, cy; half-axes a along ``ang`` and b; optional
-    smooth radial Fourier perturbation) at points X, Y (mm). Inside is ``rho < 1``; a or b <= 0 is empty."""
-    nd = np.ndim(X)
-    cx, cy = _col(cx, nd), _col(cy, nd)
-    a = np.maximum(_col(a, nd), np.float32(1e-3))
-    b = np.maximum(_col(b, nd), np.float32(1e-3))
-    X, Y = X - cx, Y - cy
-    if np.any(ang):
-        ang = _col(ang, nd)
-        c, s = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
-        X, Y = c * X + s * Y, c * Y - s * X
-    u, v = X / a, Y / b
-    r2 = u * u + v * v
-    rho = np.sqrt(r2)
-    if coefs is not None:
-        rr = np.sqrt(np.maximum(r2, np.float32(1e-12)))
-        rho = rho / (np.float32(1.0) + _fourier_z(u / rr, v / rr, coefs))
-    return rho
-
-
-_EMPTY = np.float32(np.inf)   # the "rho" of a shape that misses the volume (rho < 1 is False)
-
-
-def _tube(g: _Grid, z: np.ndarray, zsl: slice | None, cx, cy, a, b, ang=0.0, coefs=None):
-    """:func:`_rho_z` on the block (slices ``zsl`` x the box around all cross-sections): (block, rho) or
-    (None, inf). Per-slice parameters are arrays over ``z[zsl]``."""
-    if zsl is None:
-        return None, _EMPTY
-    n = zsl.stop - zsl.start
-    cx, cy = np.broadcast_to(cx, (n,)), np.broadcast_to(cy, (n,))
-    a, b = np.broadcast_to(a, (n,)), np.broadcast_to(b, (n,))
-    ok = (a > 0) & (b > 0)
-    if not ok.any():
-        return None, _EMPTY
-    bound = float(np.abs(coefs).sum(axis=(-2, -1)).max()) if coefs is not None else 0.0
-    rad = np.maximum(a, b)[ok] / max(1.0 - bound, 0.5) + 2.0 * g.sp
-    box = _bbox(g, cx[ok], cy[ok], rad)
-    if box is None:
-        return None, _EMPTY
-    rho = _rho_z(g.X[box][None], g.Y[box][None], cx, cy, a, b, ang, coefs)
-    rho[~ok] = np.inf
-    return (zsl, *box), rho
-
-
-def _ellipsoid(g: _Grid, z: np.ndarray, c: Sequence[float], r: Sequence[float], ang: float = 0.0, coefs=None):
-    """An ellipsoid with centre ``c`` = (x, y, z) and half-axes ``r`` = (a, b, c) mm (a along ``ang``)."""
-    zsl = _zrange(z, c[2] - r[2], c[2] + r[2])
-    if zsl is None:
-        return None, _EMPTY
-    prof = np.sqrt(np.clip(1.0 - ((z[zsl] - c[2]) / r[2]) ** 2, 0.0, None))
-    return _tube(g, z, zsl, c[0], c[1], r[0] * prof, r[1] * prof, ang, coefs)
-
-
-def _capsule(g: _Grid, z: np.ndarray, p0: Sequence[float], p1: Sequence[float], r0: float, r1: float):
-    """A tapered tube from p0 to p1 (x, y, z mm), radius r0 -> r1: (block, mask) or (None, None)."""
-    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-    rm = max(r0, r1)
-    zsl = _zrange(z, min(p0[2], p1[2]) - rm, max(p0[2], p1[2]) + rm)
-    box = _bbox(g, [p0[0], p1[0]], [p0[1], p1[1]], rm + 2.0 * g.sp) if zsl is not None else None
-    if box is None:
-        return None, None
-    X, Y = g.X[box][None] - np.float32(p0[0]), g.Y[box][None] - np.float32(p0[1])
-    Z = (z[zsl] - p0[2]).astype(np.float32)[:, None, None]
-    d = (p1 - p0).astype(np.float32)
-    t = np.clip((X * d[0] + Y * d[1] + Z * d[2]) / np.float32(max(float(d @ d), 1e-6)), 0.0, 1.0)
-    dist2 = (X - t * d[0]) ** 2 + (Y - t * d[1]) ** 2 + (Z - t * d[2]) ** 2
-    r = np.float32(r0) + np.float32(r1 - r0) * t
-    return (zsl, *box), dist2 < r * r
-
-
-def _paint(st: np.ndarray, block, mask, code: int, into: np.ndarray | None = None) -> int:
-    """Set ``code`` where ``mask`` (on ``block``) and the current code is in ``into``; returns voxels set."""
-    if block is None or mask is None:
-        return 0
-    view = st[block]
-    if into is not None:
-        mask = mask & into[view]
-    view[mask] = code
-    return int(np.count_nonzero(mask))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -689,7 +573,7 @@ def _medial_cut(a: SimpleNamespace, X, Y):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _render(a: SimpleNamespace, size: int) -> tuple[np.ndarray, np.ndarray, _Grid]:
+def _render(a: SimpleNamespace, size: int) -> tuple[np.ndarray, np.ndarray, Grid]:
     """Structure-code volume ``(Z, H, W)`` uint8 and the noise-free HU volume (float32) of one subject."""
     s, L, lv = a.s, a.lv.L, a.lv
     z = a.z
@@ -697,7 +581,7 @@ def _render(a: SimpleNamespace, size: int) -> tuple[np.ndarray, np.ndarray, _Gri
     left, right, top, bottom = a.body_box
     tx = -(left + right) / 2.0 + a.tx_jit
     ty = -(top + bottom) / 2.0 + a.ty_jit - 0.05 * a.fov_mm     # body a little above the centre: table below
-    g = _Grid(size, sp, tx, ty, a.rot)
+    g = Grid(size, sp, (tx, ty), a.rot)
     X, Y = g.X, g.Y
     nz = len(z)
     st = np.full((nz, size, size), _AIR, np.uint8)
@@ -1047,7 +931,7 @@ def write_abdomen_dataset(out_dir: str | Path, n: int, size: int = 128, site: st
             rows.append({"id": f"volume-{i}", **vol.meta})
         meta = pd.DataFrame(rows, columns=["id", *META_KEYS])
         meta.to_csv(tmp / "meta.csv", index=False)
-        info = dict(generator="musclelab.data.abdomen_phantom", layout="lits", n=n, size=size, site=site, seed=seed,
+        info = dict(generator="musclelab.phantoms.abdomen", layout="lits", n=n, size=size, site=site, seed=seed,
                     site_profile=asdict(LIVER_SITES[site]), labels=list(LABEL_NAMES),
                     axis_convention="voxel array (W, H, Z) = volume.transpose(2, 1, 0); axis 0 -> subject left, "
                                     "axis 1 -> posterior, axis 2 -> inferior (slice 0 most superior); "

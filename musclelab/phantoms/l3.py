@@ -52,6 +52,7 @@ from scipy import ndimage
 from scipy.special import ndtri
 
 from musclelab.io import new_directory
+from musclelab.phantoms.primitives import fourier_coefs as _coefs, random_field as _unit_field
 
 # ----------------------------------------------------------------------------------------------------------
 # Public constants
@@ -256,14 +257,6 @@ def _fourier(cos1: np.ndarray, sin1: np.ndarray, coefs: np.ndarray) -> np.ndarra
     return out
 
 
-def _coefs(rng: np.random.Generator, amp: float, kmax: int = 4, kmin: int = 2) -> np.ndarray:
-    """Random low-frequency Fourier coefficients (amplitude ~ amp / k) for smooth shape perturbations."""
-    c = np.zeros((kmax, 2))
-    k = np.arange(kmin, kmax + 1)
-    c[kmin - 1:] = rng.normal(0.0, 1.0, (len(k), 2)) * (amp / k)[:, None]
-    return c
-
-
 def _rho(X, Y, cx: float, cy: float, a: float, b: float, angle: float = 0.0, coefs: np.ndarray | None = None,
          p: float = 2.0):
     """Normalised radius of a (super)ellipse with half-axes a (along direction ``angle``) and b centred at
@@ -309,15 +302,6 @@ def _paint(st: np.ndarray, sl, mask: np.ndarray | None, code: int, into: np.ndar
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
-
-
-def _unit_field(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
-    """Gaussian random field with unit standard deviation and Gaussian correlation of ``sigma_px`` pixels."""
-    w = rng.standard_normal(shape, dtype=np.float32)
-    if sigma_px > 0.15:
-        w = ndimage.gaussian_filter(w, sigma_px, mode="wrap", truncate=3.0)
-        w *= np.float32(1.0 / max(float(w.std()), 1e-6))
-    return w
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -857,7 +841,7 @@ def write_phantom_dataset(out_dir: str | Path, n: int, size: int = 128, site: st
         meta = pd.concat(metas, ignore_index=True) if metas else pd.DataFrame(columns=list(META_COLUMNS))
         meta.insert(0, "id", meta["case_id"])
         meta.to_csv(tmp / "meta.csv", index=False)
-        info = dict(generator="musclelab.data.phantom", n=n, size=size, site=site, seed=seed,
+        info = dict(generator="musclelab.phantoms.l3", n=n, size=size, site=site, seed=seed,
                     site_profile=asdict(SITES[site]), labels={k: list(v) for k, v in LABEL_MAPS.items()},
                     mask_dirs={k: v for k, v in _OUTPUT_DIRS.items() if v},
                     slice_thickness_mm=SLICE_THICKNESS_MM,
