@@ -43,12 +43,13 @@ def agreement_table(rows: pd.DataFrame, class_names: Sequence[str], form: str = 
 
 def plot_orthogonal(example: dict[str, Any], class_names: Sequence[str], path: str | Path,
                     title: str = "") -> Path:
-    """Axial, coronal and sagittal views through the centre of a test volume: image with the reference (filled)
+    """Axial, coronal and sagittal views through the most labelled plane of each axis of a test volume: image with the reference (filled)
     and the prediction (outlined); aspect ratios from the voxel spacing."""
     img, lab, pred = example["image"], example["label"], example["pred"]
     sz, sr, sc = example.get("spacing", (1.0, 1.0, 1.0))
-    fg = np.argwhere(lab > 0)
-    cz, cy, cx = (fg.mean(0).astype(int) if len(fg) else np.array(img.shape) // 2)
+    fg = lab > 0   # each view through its most labelled plane (the sagittal one through a thigh, not between)
+    cz, cy, cx = ([int(np.argmax(fg.sum(axis=tuple(a for a in range(3) if a != ax)))) for ax in range(3)]
+                  if fg.any() else list(np.array(img.shape) // 2))
     views = [("axial", img[cz], lab[cz], pred[cz], sr / sc),
              ("coronal", img[::-1, cy, :], lab[::-1, cy, :], pred[::-1, cy, :], sz / sc),
              ("sagittal", img[::-1, :, cx], lab[::-1, :, cx], pred[::-1, :, cx], sz / sr)]
