@@ -19,7 +19,6 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import compose_cfg
 from musclelab.cli import config_dir
 from musclelab.outputs.status import read_status
 from musclelab.train import train
@@ -30,10 +29,11 @@ EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"
 # one step on little data: the data shrink, the models do not
 ONE_STEP = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
             "trainer.limit_test_batches=1", "data.batch_size=2", "data.eval_batch_size=2", "logger=none",
-            "callbacks.overlay_cases=1", "cpu_threads=1"]
+            "callbacks.overlay_cases=1", "callbacks.progress_bar=false", "cpu_threads=1"]
 # per data source: how to make it small (the 3D sources count volumes, the L3 phantom cases)
 SMALL_DATA = {"abdomen_phantom": ["data.source.n_volumes=4", "data.source.margin=0"],
-              "lumbar_phantom": ["data.source.n_volumes=6"]}
+              "lumbar_phantom": ["data.source.n_volumes=6"], "thigh_phantom": ["data.source.n_volumes=6"],
+              "phantom": ["data.source.n_cases=24"]}
 FIXED_SIZE = {"paratranscnn": 224}  # architectures that take one input size only
 SMALL_SIZE = 64
 # pretext stages: one short epoch
@@ -124,10 +124,10 @@ def overrides(name: str, model: str, init: str, run_root: Path, files: dict[str,
         out.append(f"init={init}")
         cfg = _compose(out)
     data = str(cfg.data.name)
-    out += SMALL_DATA.get(data, ["data.source.n_cases=24"] if data == "phantom" else [])
+    out += SMALL_DATA.get(data, [])
     if data == "phantom" and OmegaConf.select(cfg, "data.source.observer_cases") is not None:
         out.append("data.source.observer_cases=6")
-    if OmegaConf.select(cfg, "data.spatial_dims") != 3:
+    if "img_size" in cfg.data:   # 2D slices (3D sources are sized by their volumes and patches)
         out.append(f"data.img_size={FIXED_SIZE.get(model, min(int(cfg.data.img_size), SMALL_SIZE))}")
     if init in ("imagenet", "coco") and not cfg.init.get("weights_path"):
         # an experiment that gives an architecture its own pretrained weights (yoon2024_muscle: `pretrained`)
@@ -143,12 +143,17 @@ def overrides(name: str, model: str, init: str, run_root: Path, files: dict[str,
     return out
 
 
+def run_cfg(run_dir: Path, overrides_: list[str]) -> DictConfig:
+    """The training config of ``overrides_`` writing into ``run_dir``."""
+    return _compose([*overrides_, f"paths.output_dir={run_dir}"])
+
+
 def source_run(run_root: Path, files: dict[str, Path]) -> Path:
     """A one-step run of the experiment that writes the checkpoint source (``*_source_smoke``), made once."""
     run_dir = run_root / "source"
     if not (run_dir / "checkpoints" / "best.ckpt").exists():
         source = next(e for e in EXPERIMENTS if e.endswith("source_smoke"))
-        train(compose_cfg(run_dir, overrides(source, str(composed(source).model.name), "scratch", run_root, files)))
+        train(run_cfg(run_dir, overrides(source, str(composed(source).model.name), "scratch", run_root, files)))
     return run_dir
 
 
@@ -160,7 +165,7 @@ def run_root(tmp_path_factory) -> Path:
 @pytest.mark.parametrize(("name", "model", "init"), cases(), ids=lambda v: str(v))
 def test_experiment_runs_one_step(run_root: Path, weight_files, name: str, model: str, init: str) -> None:
     run_dir = run_root / f"{name}-{model}-{init}"
-    cfg = compose_cfg(run_dir, overrides(name, model, init, run_root, weight_files))
+    cfg = run_cfg(run_dir, overrides(name, model, init, run_root, weight_files))
     assert cfg.init.name == init
     train(cfg)
     assert read_status(run_dir) == "complete"
@@ -180,7 +185,7 @@ def test_experiments_cover_every_swept_model_and_init() -> None:
 
 def test_individual_muscles_reports_every_class(run_root: Path, weight_files) -> None:
     run_dir = run_root / "individual_muscles-classes"
-    train(compose_cfg(run_dir, overrides("individual_muscles", "unet", "scratch", run_root, weight_files)))
+    train(run_cfg(run_dir, overrides("individual_muscles", "unet", "scratch", run_root, weight_files)))
     cases_ = pd.read_csv(run_dir / "test_cases.csv")
     for muscle in ("erector_spinae", "quadratus_lumborum", "psoas_major", "obliques", "rectus_abdominis"):
         assert f"dice_{muscle}" in cases_ and f"hd95_{muscle}" in cases_
@@ -190,7 +195,7 @@ def test_individual_muscles_reports_every_class(run_root: Path, weight_files) ->
 
 def test_domain_shift_tests_on_the_other_site(run_root: Path, weight_files) -> None:
     run_dir = run_root / "domain_shift-sites"
-    train(compose_cfg(run_dir, [*overrides("domain_shift", "unet", "scratch", run_root, weight_files),
+    train(run_cfg(run_dir, [*overrides("domain_shift", "unet", "scratch", run_root, weight_files),
                                 "data.source.n_test_cases=6", "trainer.limit_test_batches=1.0"]))
     manifest = pd.read_csv(run_dir / "split_manifest.csv")
     test_ids = manifest.loc[manifest.split == "test", "patient_id"]
