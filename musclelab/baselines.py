@@ -1,9 +1,9 @@
 """Non-learning segmentation baselines, run and scored exactly like a trained model: ``model=threshold``.
 
 Yoon et al. 2024 compare their networks with a semi-automatic threshold tool (Table 3). Selecting the baseline
-as a model (``musclelab train -m experiment=yoon2024_muscle model=unet,...,threshold,threshold_boundary``) gives it the same test
-split, the same per-case metrics (``test_cases.csv``), inference time per slice and report row as every
-network, with nothing to train (``fit_time_s`` 0). A baseline sees the raw HU slice, not the windowed network
+as a model (``musclelab train -m experiment=yoon2024_muscle model=unet,...,threshold,threshold_boundary``) gives it
+the same test split, the same per-case metrics (``test_cases.csv``), inference time per slice and report row as
+every network, with nothing to train (``fit_time_s`` 0). A baseline sees the raw HU slice, not the windowed network
 input, because its rules are written in Hounsfield units.
 
 One registry (:data:`BASELINES`), name -> ``predict(image_hu (H, W), spacing_mm (row, col), case_id=...,

@@ -190,7 +190,8 @@ def test_init_imagenet_loads_resnet34_by_name_from_a_local_file(tmp_path: Path) 
     from musclelab.transfer import apply_init
 
     torch.manual_seed(1)
-    source = {k: v for k, v in resnet34(weights=None).state_dict().items() if k.startswith(("conv1.", "bn1.", "layer1."))}
+    keep = ("conv1.", "bn1.", "layer1.")
+    source = {k: v for k, v in resnet34(weights=None).state_dict().items() if k.startswith(keep)}
     path = tmp_path / "resnet34-small.pth"
     torch.save(source, path)   # the stem and first stage only: a small file with the torchvision names
     model = build_model("paratranscnn", 1, 2, 224, **SMALL)

@@ -35,7 +35,8 @@ import yaml  # noqa: E402
 
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
-from musclelab.report.findings import Finding, direction, findings_markdown, not_measurable, write_findings  # noqa: E402
+from musclelab.report.findings import (Finding, direction, findings_markdown, not_measurable,  # noqa: E402
+                                        write_findings)
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import (MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study,  # noqa: E402
@@ -304,8 +305,9 @@ def site_transfer_findings(cases: pd.DataFrame, n_range: tuple[int, int] = (5, 3
     if not diffs:
         out.append(not_measurable(claim, "no n with both inits", source))
     else:
-        out.append(Finding(claim, f"mean Dice gain {np.mean(diffs):+.3f}; transfer better at {sum(d > 0 for d in diffs)}"
-                                  f" of {len(diffs)} n", all(d > 0 for d in diffs), source))
+        better = sum(d > 0 for d in diffs)
+        out.append(Finding(claim, f"mean Dice gain {np.mean(diffs):+.3f}; transfer better at {better} of {len(diffs)} n",
+                           all(d > 0 for d in diffs), source))
     return out
 
 
@@ -317,7 +319,8 @@ def site_transfer_cases(study_dir: str | Path) -> pd.DataFrame | None:
         cfg = load_config(run_dir)
         if "site_transfer" not in [str(t) for t in (cfg.get("tags") or [])]:
             continue
-        if _read_json(run_dir / "run_status.json").get("status") != "complete" or not (run_dir / "test_cases.csv").exists():
+        done = _read_json(run_dir / "run_status.json").get("status") == "complete"
+        if not done or not (run_dir / "test_cases.csv").exists():
             continue
         dice = pd.read_csv(run_dir / "test_cases.csv").get("dice")
         if dice is not None:

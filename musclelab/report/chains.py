@@ -37,7 +37,8 @@ import pandas as pd  # noqa: E402
 
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
-from musclelab.report.findings import Finding, direction, findings_markdown, not_measurable, write_findings  # noqa: E402
+from musclelab.report.findings import (Finding, direction, findings_markdown, not_measurable,  # noqa: E402
+                                        write_findings)
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import _natural_key, report_dir  # noqa: E402
@@ -301,7 +302,8 @@ def _speeds(chains: list[Chain]) -> tuple[np.ndarray, np.ndarray]:
             continue
         for stage, g in c.curves.groupby("stage", sort=True):
             if 0 <= int(stage) < len(c.sequence):
-                speed.setdefault(ordering_label(c.sequence[: int(stage) + 1]), epochs_to_fraction(g.sort_values("epoch")))
+                speed.setdefault(ordering_label(c.sequence[: int(stage) + 1]),
+                                 epochs_to_fraction(g.sort_values("epoch")))
     first = np.array([v for k, v in speed.items() if ARROW not in k and np.isfinite(v)])
     later = np.array([v for k, v in speed.items() if ARROW in k and np.isfinite(v)])
     return first, later
