@@ -26,13 +26,15 @@ from musclelab.transfer import REPORT_FILE
 
 EXPERIMENTS = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
 
-# one step on little data: the data shrink, the models do not
-ONE_STEP = ["trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
+# one step on little data, on the CPU (a GPU experiment's trainer preset too): the data shrink, the models do not
+ONE_STEP = ["trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
             "trainer.limit_test_batches=1", "data.batch_size=2", "data.eval_batch_size=2", "logger=none",
             "callbacks.overlay_cases=1", "callbacks.progress_bar=false", "cpu_threads=1"]
 # per data source: how to make it small (the 3D sources count volumes, the L3 phantom cases)
 SMALL_DATA = {"abdomen_phantom": ["data.source.n_volumes=4", "data.source.margin=0"],
-              "lumbar_phantom": ["data.source.n_volumes=6"], "thigh_phantom": ["data.source.n_volumes=6"],
+              "lumbar_phantom": ["data.source.n_volumes=6"], "thigh_phantom": ["data.source.n_volumes=6", "data.source.size=64",
+                                "data.source.n_slices=48", "data.spacing=[10.0,7.0,7.0]", "data.patch_size=[32,32,32]",
+                                "data.patches_per_volume=1"],
               "phantom": ["data.source.n_cases=24"]}
 FIXED_SIZE = {"paratranscnn": 224}  # architectures that take one input size only
 SMALL_SIZE = 64
