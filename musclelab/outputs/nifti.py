@@ -10,12 +10,12 @@ that is renamed into place, so a mask file is either complete or absent.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from musclelab.io import atomic_path
 
 __all__ = ["lps_affine", "save_nifti", "load_nifti"]
 
@@ -71,17 +71,9 @@ def save_nifti(path: str | Path, array: np.ndarray, *, spacing: Sequence[float] 
                                                                     or arr.max() > np.iinfo(dtype).max):
         raise ValueError(f"values {arr.min()}..{arr.max()} do not fit {np.dtype(dtype).name} for {path}")
     img = _sitk_image(arr.astype(dtype, copy=False), spacing, reference, origin_lps)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(img, tmp, useCompression=suffix.endswith(".gz"))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix) as tmp:
+        sitk.WriteImage(img, str(tmp), useCompression=suffix.endswith(".gz"))
     return path
 
 

@@ -258,16 +258,7 @@ def model_table(chains: list[Chain]) -> pd.DataFrame:
             vals = np.array([_float(c.metrics.get(key)) for c in multi], dtype=float)
             vals = vals[np.isfinite(vals)]
             row[key] = _mean_sd(vals)
-        speed: dict[str, float] = {}
-        for c in mine:
-            if c.curves is None or not {"stage", "epoch", "val_dice"} <= set(c.curves.columns):
-                continue
-            for stage, g in c.curves.groupby("stage", sort=True):
-                if 0 <= int(stage) < len(c.sequence):
-                    speed.setdefault(ordering_label(c.sequence[: int(stage) + 1]),
-                                     epochs_to_fraction(g.sort_values("epoch")))
-        first = np.array([v for k, v in speed.items() if ARROW not in k and np.isfinite(v)])
-        later = np.array([v for k, v in speed.items() if ARROW in k and np.isfinite(v)])
+        first, later = _speeds(mine)
         row["epochs_first_stage"] = _mean_sd(first, 1)
         row["epochs_after_transfer"] = _mean_sd(later, 1)
         rows.append(row)
