@@ -134,23 +134,24 @@ class AbdomenSite:
 # A site's position in this dict seeds its volumes: add new sites at the end so existing sets stay the same.
 LIVER_SITES: dict[str, AbdomenSite] = {
     "lits": AbdomenSite(
-        "lits", "LiTS-like: oncology patients from many scanners and clinical sites; wide FOV range (pixel "
-        "0.6-1.0 mm at 512, FOV ~300-500 mm), slice thickness 2.5-5 mm, per-scanner noise/blur/offset, mixed "
-        "contrast phases (mostly portal venous, some arterial and unenhanced), large primary and metastatic "
-        "tumours in most volumes, labelled as a class of their own inside the liver (label 2), fatty liver "
-        "after chemotherapy in about a third",
+        "lits", "LiTS-like: oncology patients from seven clinical sites and many scanners; wide FOV range "
+        "(pixel 0.6-1.0 mm at 512, FOV ~300-500 mm), slice thickness 2.5-5 mm, per-scanner noise (8-30 HU), "
+        "kernel (sharp to smooth) and calibration offset (up to +-20 HU), mixed contrast phases (half portal "
+        "venous, a quarter each arterial and unenhanced), large primary and metastatic tumours in 90% of the "
+        "volumes, labelled as a class of their own inside the liver (label 2), fatty liver after chemotherapy "
+        "in 40%",
         fov_factor=(1.12, 1.50), fov_mm=(300.0, 500.0), thickness_mm=(2.5, 3.0, 4.0, 5.0),
-        noise_sd=(9.0, 22.0), noise_corr_mm=0.8, blur_mm=(0.5, 1.1), hu_scale=1.0, hu_offset=(-6.0, 6.0),
-        phase_probs=(0.10, 0.20, 0.70), p_tumour=0.85, max_tumours=3, tumour_radius_mm=28.0, p_steatosis=0.3),
+        noise_sd=(8.0, 30.0), noise_corr_mm=0.8, blur_mm=(0.4, 1.4), hu_scale=1.0, hu_offset=(-20.0, 20.0),
+        phase_probs=(0.25, 0.25, 0.50), p_tumour=0.9, max_tumours=3, tumour_radius_mm=32.0, p_steatosis=0.4),
     "btcv": AbdomenSite(
-        "btcv", "BTCV-like (Multi-Atlas Abdomen): one centre, portal venous, 3 mm slices, FOV ~340-500 mm, "
-        "noisier (~25 HU), +15 HU calibration offset; a colorectal-cancer cohort (liver metastases in 60% of the "
-        "volumes, fatty liver in a quarter); its 13-organ label set has no lesion class and the portal/splenic "
+        "btcv", "BTCV-like (Multi-Atlas Abdomen): one centre, one protocol (portal venous, 3 mm slices, "
+        "noise 12-18 HU, +15 HU calibration offset), FOV ~340-500 mm; a colorectal-cancer cohort (large liver "
+        "metastases in 85% of the volumes); its 13-organ label set has no lesion class and the portal/splenic "
         "vein and the IVC as organs of their own, emulated by an annotation protocol that traces the liver "
         "around lesions and leaves intrahepatic vessels out of the liver label",
         fov_factor=(1.15, 1.35), fov_mm=(340.0, 500.0), thickness_mm=(3.0,),
-        noise_sd=(22.0, 28.0), noise_corr_mm=1.0, blur_mm=(0.9, 1.1), hu_scale=1.0, hu_offset=(15.0, 15.0),
-        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.6, max_tumours=3, tumour_radius_mm=24.0, p_steatosis=0.25,
+        noise_sd=(12.0, 18.0), noise_corr_mm=1.0, blur_mm=(0.9, 1.1), hu_scale=1.0, hu_offset=(15.0, 15.0),
+        phase_probs=(0.0, 0.0, 1.0), p_tumour=0.85, max_tumours=3, tumour_radius_mm=30.0, p_steatosis=0.0,
         vessels_in_liver=False, tumours_labelled=False),
     "chaos": AbdomenSite(
         "chaos", "CHAOS-like (healthy liver donors): portal venous, 3.0-3.2 mm slices, tight FOV (~300-420 "
