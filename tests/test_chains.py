@@ -75,6 +75,21 @@ def test_stage_keys_are_shared_by_prefix(tmp_path: Path) -> None:
     assert {p.key for p in other}.isdisjoint(keys)  # a different first data set changes every later stage too
 
 
+def test_a_changed_phantom_site_retrains_its_stages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The phantom's site settings are part of a stage's key: after an upgrade that changes what site "b" draws,
+    the stages on "b" (and every later one) are trained again, while "a" alone is reused."""
+    import dataclasses
+
+    from musclelab.phantoms import l3
+
+    base, sites = _base(tmp_path), _sites(tmp_path)
+    before = plan_chain(base, ["a", "b"], sites, tmp_path / "stages")
+    monkeypatch.setitem(l3.SITES, "b", dataclasses.replace(l3.SITES["b"], noise_sd=l3.SITES["b"].noise_sd + 1.0))
+    after = plan_chain(base, ["a", "b"], sites, tmp_path / "stages")
+    assert after[0].key == before[0].key and after[1].key != before[1].key
+    assert plan_chain(base, ["b"], sites, tmp_path / "stages")[0].key not in {p.key for p in before}
+
+
 def test_bad_sequences(tmp_path: Path) -> None:
     base, sites = _base(tmp_path), _sites(tmp_path, ("a", "b"))
     for seq, msg in (([], "empty"), (["a", "x"], "unknown"), (["a", "b", "a"], "repeat")):

@@ -27,6 +27,7 @@ format), ``learning_curves.csv``, ``chain.json`` and ``chain_metrics.json`` (:mo
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -49,7 +50,7 @@ from musclelab.studies.forgetting import chain_metrics
 
 log = logging.getLogger(__name__)
 
-KEY_VERSION = 1
+KEY_VERSION = 2   # 2: phantom site settings enter the key
 # trainer fields that change what a stage learns (devices/strategy: DDP changes the effective batch)
 TRAINER_KEYS = ("accelerator", "devices", "strategy", "precision", "max_epochs", "min_epochs", "max_steps",
                 "limit_train_batches", "limit_val_batches", "gradient_clip_val", "gradient_clip_algorithm",
@@ -130,9 +131,31 @@ def _hash(obj: Any) -> str:
 
 
 def data_key_inputs(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved data config of ``cfg`` without the fields in :data:`DATA_IGNORED`."""
+    """The resolved data config of ``cfg`` without the fields in :data:`DATA_IGNORED`; for a built-in phantom
+    also the generator's settings of the sites it draws (a new musclelab whose phantom site changed must not
+    reuse stages trained on the old one's images)."""
     data = _plain(cfg.data)
-    return {k: v for k, v in data.items() if k not in DATA_IGNORED}
+    inputs = {k: v for k, v in data.items() if k not in DATA_IGNORED}
+    sites = _phantom_sites(str(data.get("name")))
+    if sites is not None:
+        source = data.get("source") or {}
+        names = sorted({str(source[k]) for k in ("site", "test_site") if source.get(k) is not None})
+        inputs["phantom_sites"] = {n: dataclasses.asdict(sites[n]) for n in names if n in sites}
+    return inputs
+
+
+def _phantom_sites(data_name: str) -> Mapping[str, Any] | None:
+    """The site table of the built-in phantom called ``data_name`` (None for data read from disk)."""
+    if data_name == "abdomen_phantom":
+        from musclelab.phantoms.abdomen import LIVER_SITES
+        return LIVER_SITES
+    if data_name == "phantom":
+        from musclelab.phantoms.l3 import SITES
+        return SITES
+    if data_name == "lumbar_phantom":
+        from musclelab.phantoms.lumbar import SITES as LUMBAR_SITES
+        return LUMBAR_SITES
+    return None
 
 
 def stage_inputs(cfg: DictConfig, index: int, parent_key: str | None) -> dict[str, Any]:
