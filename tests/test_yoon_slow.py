@@ -39,10 +39,11 @@ def test_yoon2024_muscle_smoke_architecture_table(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     """15 orderings x 4 architectures on the abdominal phantom's three liver sites, and the directions the smoke
-    reproduces for the UNet (whose stages train to about their plateau): a stage that starts from an earlier one
-    converges in fewer epochs (measured 6.3 vs 2.2 epochs to 95 % of its best validation Dice) and its Dice is
-    similar or better than training on the data set alone (measured mean gain +0.02); LiTS is the data set that
-    loses most after later stages (the paper's Table 7)."""
+    reproduces for the UNet (whose stages train to about their plateau; measured 2026-12-02): training on later
+    sites lowers the Dice on earlier ones (mean BWT -0.033 over the 12 multi-stage orderings, ACC 0.82); LiTS
+    loses the most (-0.114; LiTS -> BTCV alone -0.19, the paper's Table 7 pattern) while BTCV gains (+0.029, as
+    in the paper); a stage that starts from an earlier one converges in fewer epochs (3.7 vs 2.3 epochs to 95 %
+    of its best validation Dice) and its Dice is similar or better than training on the data set alone (+0.028)."""
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     run_cli(["transfer", "-m", "experiment=yoon2024_liver_smoke", "logger=none", f"hydra.sweep.dir={sweep}",
              f"paths.cache_dir={cache}"], cwd=tmp_path, timeout=5400)
@@ -55,19 +56,20 @@ def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     models = pd.read_csv(report / "chains_models.csv")
     assert len(models) == 4 and (models["orderings"] == 15).all()
     unet = summary[(summary["model"] == "unet") & (summary["length"] > 1)]
-    assert unet["acc"].mean() > 0.75  # the UNet learns the liver (measured ACC 0.85)
+    assert unet["acc"].mean() > 0.75  # the UNet learns the liver (measured ACC 0.82)
+    assert unet["bwt"].mean() < -0.02  # the issue's bar for forgetting in the smoke (measured -0.033)
     text = (report / "report.md").read_text()
     assert "### unetr: lits→btcv→chaos" in text and "0 missing or incomplete" in text and "## Findings" in text
     findings = pd.read_csv(report / "findings.csv").set_index("claim")
+    forgetting = "unet: training on later data sets lowers the Dice on earlier ones (catastrophic forgetting)"
+    assert findings.loc[forgetting, "verdict"] == "agrees"
     assert findings.loc["unet: after transfer a stage converges in fewer epochs than from scratch",
                         "verdict"] == "agrees"
     similar = "unet: after transfer the Dice on the new data set is similar or better than training on it alone"
     assert findings.loc[similar, "verdict"] == "agrees"
-    # Table 7's pattern: LiTS is the earlier data set that loses most (measured -0.025 mean, -0.05 when CHAOS
-    # follows), BTCV gains (+0.027); the mean BWT itself is about 0 (+0.002), so "forgetting" is not asserted
     lits = "unet: of the earlier data sets, LiTS loses the most Dice after later training"
     assert findings.loc[lits, "verdict"] == "agrees"
     from musclelab.report.chains import _change_by_dataset, analyze
 
     change = _change_by_dataset([c for c in analyze(sweep).chains if c.model == "unet"])
-    assert change["lits"].mean() < -0.01 and change["btcv"].mean() > change["lits"].mean() + 0.02
+    assert change["lits"].mean() < -0.05 and change["btcv"].mean() > change["lits"].mean() + 0.05
