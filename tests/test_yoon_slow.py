@@ -1,5 +1,5 @@
 """The Yoon et al. 2024 smoke studies as a user runs them, and the paper's directions they reproduce (slow: tens of
-minutes on 2 cores; ``pytest -m slow``). Margins come from the runs of 2026-12-01 (numbers in the comments);
+minutes on 2 cores; ``pytest -m slow``). Margins come from the runs of 2026-12-01/02 (numbers in the comments);
 directions that did not reproduce are stated in the reports' findings sections, not asserted here."""
 from __future__ import annotations
 
@@ -14,21 +14,31 @@ from musclelab.outputs.status import read_status
 
 @pytest.mark.slow
 def test_yoon2024_muscle_smoke_architecture_table(tmp_path: Path) -> None:
-    """Seven rows (five networks, the threshold with and without the inner abdominal boundary) and the direction
-    the smoke reproduces: the user's boundary is what makes the semi-automatic tool usable (measured 2026-12-01:
-    Dice 0.866 with it vs 0.658 without, precision 0.778 vs 0.499; the paper's tool 0.84 / 0.76). At 3 epochs
-    the networks have not learnt (Dice 0.07-0.68), so Table 3's ranking and "networks beat the tool" do not
-    reproduce in the smoke; the report's findings say so."""
+    """Seven rows (five networks, the threshold with and without the inner abdominal boundary) and the directions
+    the smoke reproduces (measured 2026-12-02, test Dice over 8 slices, per-architecture budget of the smoke):
+    every network learns the muscle well past the plain HU threshold (VNet 0.828, UNet 0.890, UNETR 0.830,
+    Swin-UNETR 0.902, ParaTransCNN 0.897 vs 0.658), and the user's boundary is what makes the semi-automatic tool
+    usable (Dice 0.866 with it vs 0.658 without, precision 0.778 vs 0.499; the paper's tool 0.84 / 0.76); every
+    network is more precise than the tool with its boundary (0.866-0.962 vs 0.778; the paper: VNet 0.877 vs 0.760).
+    Not reproduced, so not asserted (the report's findings say so): VNet best and Table 3's ranking (Swin-UNETR >
+    ParaTransCNN > UNet > UNETR > VNet), CNNs >= transformers (0.859 vs 0.866), and every network beating the tool
+    with its boundary (UNet, Swin-UNETR, ParaTransCNN above it by 0.02-0.04, Mann-Whitney p >= 0.16; UNETR and
+    VNet below it)."""
     sweep = tmp_path / "sweep"
     run_cli(["train", "-m", "experiment=yoon2024_muscle_smoke", "callbacks.progress_bar=false", "logger=none",
              f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=5400)
     run_cli(["report", str(sweep)], cwd=tmp_path)
     table = pd.read_csv(sweep / "report" / "architectures.csv").set_index("model")
-    assert sorted(table.index) == ["paratranscnn", "swin_unetr", "threshold", "threshold_boundary", "unet", "unetr",
-                                   "vnet"]
+    nets = ["paratranscnn", "swin_unetr", "unet", "unetr", "vnet"]
     tools = ["threshold", "threshold_boundary"]
-    assert (table["inference_ms_per_slice"] > 0).all() and (table.drop(index=tools)["fit_time_s"] > 0).all()
+    assert sorted(table.index) == sorted(nets + tools)
+    assert (table["inference_ms_per_slice"] > 0).all() and (table.loc[nets, "fit_time_s"] > 0).all()
     assert (table.loc[tools, "fit_time_s"] == 0).all()
+    # every network learns, well past the plain threshold (measured: the weakest, VNet, 0.828 vs 0.658; VNet's
+    # validation Dice swings 0.65-0.83 between its last epochs, hence half the margin)
+    assert (table.loc[nets, "dice_mean"] > table.loc["threshold", "dice_mean"] + 0.08).all()
+    # the paper's precision gap (Fig. 6): the networks do not take organs / the spinal canal for muscle
+    assert (table.loc[nets, "precision_mean"] > table.loc["threshold_boundary", "precision_mean"] + 0.04).all()
     assert table.loc["threshold_boundary", "dice_mean"] > table.loc["threshold", "dice_mean"] + 0.1
     assert table.loc["threshold_boundary", "precision_mean"] > table.loc["threshold", "precision_mean"] + 0.15
     findings = pd.read_csv(sweep / "report" / "findings.csv")
