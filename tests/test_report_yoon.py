@@ -77,6 +77,23 @@ def test_architectures_report(tmp_path):
     assert "Missing runs" in text and "| vnet |" in text.split("Missing runs")[1]
 
 
+def test_architectures_sweep_over_model_options_is_not_missing(tmp_path):
+    """A sweep over model config options named otherwise than the architecture (yoon2024_muscle_smoke:
+    model=yoon2024_unetr_smoke, a run recording model.name unetr) lists no missing run for them; an option that
+    never ran still is."""
+    from musclelab.report.architectures import analyze
+
+    root = make_arch_study(tmp_path / "arch")
+    (root / "multirun.yaml").write_text(yaml.safe_dump({"hydra": {"sweeper": {"params": {
+        "model": "unet,yoon2024_swin_unetr_smoke,vnet,yoon2024_unetr_smoke", "seed": "0"}}}}))
+    for job, option in enumerate(["unet", "vnet", "yoon2024_swin_unetr_smoke"]):
+        (root / str(job) / ".hydra").mkdir()
+        (root / str(job) / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
+            {"hydra": {"runtime": {"choices": {"model": option, "data": "phantom"}}}}))
+    missing = analyze(root).study.missing
+    assert sorted(missing["model"]) == ["vnet", "yoon2024_unetr_smoke"]   # vnet failed; unetr never ran
+
+
 def test_architectures_seeds_pool_cases(tmp_path):
     root = make_arch_study(tmp_path / "arch")
     extra = root / "9"
