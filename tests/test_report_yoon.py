@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,22 @@ def test_chains_findings_are_computed(tmp_path):
     text = write_report(root).read_text()
     assert "## Findings" in text and "**disagrees** — VNet is the most robust" in text
     assert len(pd.read_csv(root / "report" / "findings.csv")) == len(found)
+
+
+@pytest.mark.parametrize("lits_after, agrees", [(0.74, True), (0.81, False)])
+def test_lits_loses_most_needs_a_loss(tmp_path, monkeypatch, lits_after, agrees):
+    """Table 7's "LiTS loses the most": LiTS must have the lowest change on an earlier data set AND lose Dice;
+    a LiTS that gains least (+0.01 vs btcv +0.05) does not agree."""
+    from musclelab.report.chains import analyze
+
+    monkeypatch.setattr(sys.modules[__name__], "DATASETS", ["lits", "btcv"])
+    monkeypatch.setattr(sys.modules[__name__], "MATRICES", {("lits", "btcv"): [[0.80, 0.50], [lits_after, 0.85]],
+                                                            ("btcv", "lits"): [[0.40, 0.80], [0.85, 0.82]]})
+    root = tmp_path / "multirun"
+    for seq in [("lits", "btcv"), ("btcv", "lits")]:
+        make_chain(root / "0" / "-".join(seq), seq, model="unet")
+    found = {f.claim: f for f in analyze(root).findings}
+    assert found["unet: of the earlier data sets, LiTS loses the most Dice after later training"].agrees is agrees
 
 
 def test_architecture_findings_are_computed(tmp_path):
