@@ -48,8 +48,9 @@ def test_yoon2024_muscle_smoke_architecture_table(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
-    """15 orderings x 4 architectures on the abdominal phantom's three liver sites, and the directions the smoke
-    reproduces for the UNet (whose stages train to about their plateau; measured 2026-12-02): training on later
+    """15 orderings x 4 architectures on the abdominal phantom's three liver sites (53 min on 2 shared cores), and
+    the directions the smoke reproduces for the UNet (whose stages train to about their plateau; measured
+    2026-12-02): training on later
     sites lowers the Dice on earlier ones (mean BWT -0.033 over the 12 multi-stage orderings, ACC 0.82); LiTS
     loses the most (-0.114; LiTS -> BTCV alone -0.19, the paper's Table 7 pattern) while BTCV gains (+0.029, as
     in the paper); a stage that starts from an earlier one converges in fewer epochs (3.7 vs 2.3 epochs to 95 %
@@ -68,6 +69,11 @@ def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     unet = summary[(summary["model"] == "unet") & (summary["length"] > 1)]
     assert unet["acc"].mean() > 0.75  # the UNet learns the liver (measured ACC 0.82)
     assert unet["bwt"].mean() < -0.02  # the issue's bar for forgetting in the smoke (measured -0.033)
+    # every architecture learns its sites with the smoke's stage budgets (measured mean ACC: Swin-UNETR 0.85,
+    # UNETR 0.73, VNet 0.54); only the UNet's and VNet's BWT are negative (VNet -0.10: some of its CPU-budget
+    # stages collapse), so "VNet is the most robust" does not reproduce and is not asserted
+    multi = summary[summary["length"] > 1].groupby("model")["acc"].mean()
+    assert multi["swin_unetr"] > 0.8 and multi["unetr"] > 0.65 and multi["vnet"] > 0.5
     text = (report / "report.md").read_text()
     assert "### unetr: lits→btcv→chaos" in text and "0 missing or incomplete" in text and "## Findings" in text
     findings = pd.read_csv(report / "findings.csv").set_index("claim")
