@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -200,34 +200,9 @@ def summarize_models(cases: pd.DataFrame, per_run: pd.DataFrame, summaries: Mapp
     return pd.DataFrame(rows, columns=cols)
 
 
-def _launched_option(run_dir: Path, group: str) -> str | None:
-    """The config-group option a run was launched with (``hydra.runtime.choices`` in ``.hydra/hydra.yaml``)."""
-    try:
-        data = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
-        value = data["hydra"]["runtime"]["choices"].get(group)
-    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return None
-    return None if value is None else str(value)
-
-
-def found_by_option(study: Study) -> Study:
-    """A sweep over model config options other than the architecture's name (``model=yoon2024_unetr_smoke``, a
-    smoke-sized UNETR whose runs record ``model.name: unetr``) is not missing those runs: a grid row counts as run
-    when a complete run was launched with that ``model`` option (and the row's other sweep values)."""
-    missing = study.missing
-    if missing is None or missing.empty or "model" not in missing.columns:
-        return study
-    done = study.runs.loc[study.runs["status"] == "complete"]
-    others = [c for c in missing.columns if c not in ("model", "found") and c in done.columns]
-    launched = {(_launched_option(study.root / r.run_dir, "model"), *(str(getattr(r, c)) for c in others))
-                for r in done.itertuples(index=False)}
-    keep = [(str(row["model"]), *(str(row[c]) for c in others)) not in launched for _, row in missing.iterrows()]
-    return replace(study, missing=missing.loc[keep].reset_index(drop=True))
-
-
 def analyze(study_dir: str | Path) -> ArchitecturesResult:
     """Collect the runs of ``study_dir`` and compute the per-model table."""
-    study = found_by_option(load_study(study_dir, COLUMNS, IDENTITY))
+    study = load_study(study_dir, COLUMNS, IDENTITY)
     cases, per_run, excluded, summaries = load_runs(study)
     notes = list(study.notes)
     table = summarize_models(cases, per_run, summaries, notes)

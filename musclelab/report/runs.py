@@ -21,7 +21,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -369,5 +369,30 @@ def load_study(study_dir: str | Path, columns: Mapping[str, str], identity: Sequ
             match_cols[key] = key_to_col.get(key) or key_to_col.get(f"{key}.name") or f"sweep:{key}"
     missing, notes = missing_runs(runs, grid, match_cols)
     used, superseded = supersede_duplicates(runs, identity)
-    return Study(root=root, runs=runs, used=used, superseded=superseded, failed=failed_runs(runs),
-                 grid=grid, missing=missing, notes=notes)
+    return found_by_option(Study(root=root, runs=runs, used=used, superseded=superseded, failed=failed_runs(runs),
+                                 grid=grid, missing=missing, notes=notes))
+
+
+def _launched_option(run_dir: Path, group: str) -> str | None:
+    """The config-group option a run was launched with (``hydra.runtime.choices`` in ``.hydra/hydra.yaml``)."""
+    try:
+        data = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text()) or {}
+        value = data["hydra"]["runtime"]["choices"].get(group)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return None
+    return None if value is None else str(value)
+
+
+def found_by_option(study: Study) -> Study:
+    """A sweep over model config options other than the architecture's name (``model=yoon2024_unetr_smoke``, a
+    smoke-sized UNETR whose runs record ``model.name: unetr``) is not missing those runs: a grid row counts as run
+    when a complete run was launched with that ``model`` option (and the row's other sweep values)."""
+    missing = study.missing
+    if missing is None or missing.empty or "model" not in missing.columns:
+        return study
+    done = study.runs.loc[study.runs["status"] == "complete"]
+    others = [c for c in missing.columns if c not in ("model", "found") and c in done.columns]
+    launched = {(_launched_option(study.root / r.run_dir, "model"), *(str(getattr(r, c)) for c in others))
+                for r in done.itertuples(index=False)}
+    keep = [(str(row["model"]), *(str(row[c]) for c in others)) not in launched for _, row in missing.iterrows()]
+    return replace(study, missing=missing.loc[keep].reset_index(drop=True))
