@@ -388,7 +388,7 @@ def found_by_option(study: Study) -> Study:
     smoke-sized UNETR whose runs record ``model.name: unetr``) is not missing those runs: a grid row counts as run
     when a complete run was launched with that ``model`` option (and the row's other sweep values)."""
     missing = study.missing
-    if missing is None or missing.empty or "model" not in missing.columns:
+    if missing is None or missing.empty or "model" not in missing.columns or study.runs.empty:
         return study
     done = study.runs.loc[study.runs["status"] == "complete"]
     others = [c for c in missing.columns if c not in ("model", "found") and c in done.columns]
