@@ -50,9 +50,8 @@ def test_yoon2024_muscle_smoke_architecture_table(tmp_path: Path) -> None:
 def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     """15 orderings x 4 architectures on the abdominal phantom's three liver sites (53 min on 2 shared cores), and
     the directions the smoke reproduces for the UNet (whose stages train to about their plateau; measured
-    2026-12-02): training on later
-    sites lowers the Dice on earlier ones (mean BWT -0.033 over the 12 multi-stage orderings, ACC 0.82); LiTS
-    loses the most (-0.114; LiTS -> BTCV alone -0.19, the paper's Table 7 pattern) while BTCV gains (+0.029, as
+    2026-12-02): training on later sites lowers the Dice on earlier ones (mean BWT -0.033 over the 12
+    multi-stage orderings, ACC 0.82); LiTS loses the most (-0.114; LiTS -> BTCV alone -0.19, the paper's Table 7 pattern) while BTCV gains (+0.029, as
     in the paper); a stage that starts from an earlier one converges in fewer epochs (3.7 vs 2.3 epochs to 95 %
     of its best validation Dice) and its Dice is similar or better than training on the data set alone (+0.028)."""
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
