@@ -57,6 +57,7 @@ from scipy import ndimage
 from musclelab.phantoms.l3 import HU_MAX, HU_MIN, _coefs, _fourier, _rho, _smoothstep
 from musclelab.phantoms.primitives import (  # the shared drawing primitives
     Grid,
+    bowel_loop as _bowel_loop,
     ellipse_rho as _rho_z,
     capsule as _capsule,
     ellipsoid as _ellipsoid,
@@ -764,20 +765,9 @@ def _render(a: SimpleNamespace, size: int) -> tuple[np.ndarray, np.ndarray, Grid
         blk, rl = _ellipsoid(g, z, (cx, cy, cz), (rad, rad * ecc, rad * elong), ang)
         if blk is None:
             continue
-        view = st[blk]
-        inside = (rl < 1) & _INTO_VAT[view]
-        view[inside] = _BWALL
-        lumen = inside & (rl < 1.0 - 2.5 / rad)
-        if kind == 0:
-            view[lumen] = _BGAS
-        elif kind == 1:
-            view[lumen] = _BFLUID
-        elif kind == 2:   # air-fluid level: gas rises to the image top (patient supine)
-            ylev = g.ty + g.s * cx + g.c * (cy + lev * rad * ecc)
-            view[lumen] = _BFLUID
-            view[lumen & (g.yi[blk[1]][None] < np.float32(ylev))] = _BGAS
-        else:
-            view[lumen] = _BFECES
+        ylev = g.ty + g.s * cx + g.c * (cy + lev * rad * ecc)   # the air-fluid level's image row, mm
+        _bowel_loop(st[blk], rl, _INTO_VAT, rad, kind, (_BWALL, _BGAS, _BFLUID, _BFECES),
+                    lambda: g.yi[blk[1]][None] < np.float32(ylev))
 
     # --- HU (noise-free, before the site's calibration) ---
     hu_tab = _hu_table(a)

@@ -52,7 +52,7 @@ from scipy import ndimage
 from scipy.special import ndtri
 
 from musclelab.io import new_directory
-from musclelab.phantoms.primitives import fourier_coefs as _coefs, random_field as _unit_field
+from musclelab.phantoms.primitives import bowel_loop, fourier_coefs as _coefs, random_field as _unit_field
 
 # ----------------------------------------------------------------------------------------------------------
 # Public constants
@@ -561,22 +561,10 @@ def _render(sj: _Subject, size: int, rng: np.random.Generator) -> tuple[np.ndarr
         sl, rl = _shape(g, cx, cy, rad, rad * ecc, ang)
         if sl is None:
             continue
-        view = st[sl]
-        inside = (rl < 1) & _INTO_VAT[view]
-        view[inside] = _BWALL
-        lumen = inside & (rl < 1 - 2.5 / rad)
         fluid = _BORAL if (sj.oral_contrast and not is_colon and oral) else _BFLUID
-        if kind == 0:      # gas-filled
-            view[lumen] = _BGAS
-        elif kind == 1:    # fluid
-            view[lumen] = fluid
-        elif kind == 2:    # air-fluid level (gas rises to the image top: patient supine)
-            ylev = g.ty + g.s * cx + g.c * cy + lev * rad
-            gas = lumen & (np.broadcast_to(g.yi[sl[0]], lumen.shape) < np.float32(ylev))
-            view[lumen] = fluid
-            view[gas] = _BGAS
-        else:              # faeces / mottled content
-            view[lumen] = _BFECES
+        ylev = g.ty + g.s * cx + g.c * cy + lev * rad   # the air-fluid level's image row, mm
+        bowel_loop(st[sl], rl, _INTO_VAT, rad, int(kind), (_BWALL, _BGAS, fluid, _BFECES),
+                   lambda: np.broadcast_to(g.yi[sl[0]], rl.shape) < np.float32(ylev))
 
     # --- HU (noise-free, before site calibration) ---
     hu, tex_amp = _hu_tables(sj, rng_hu)

@@ -220,6 +220,27 @@ def paint(st: np.ndarray, block, mask, code: int, into: np.ndarray | None = None
     return int(np.count_nonzero(mask))
 
 
+def bowel_loop(view: np.ndarray, rho: np.ndarray, into: np.ndarray, radius_mm: float, kind: int,
+               codes: Sequence[int], above_level) -> None:
+    """Paint one bowel loop into ``view`` (a structure-code block) where ``rho < 1`` and the code is in ``into``:
+    a 2.5 mm wall, then the lumen by ``kind`` — 0 gas, 1 fluid, 2 air-fluid level (fluid, gas where
+    ``above_level()`` is true: the caller's supine geometry, evaluated only for this kind), 3 faeces.
+    ``codes`` = (wall, gas, fluid, faeces) of the calling phantom."""
+    wall, gas, fluid, faeces = codes
+    inside = (rho < 1) & into[view]
+    view[inside] = wall
+    lumen = inside & (rho < 1.0 - 2.5 / radius_mm)
+    if kind == 0:
+        view[lumen] = gas
+    elif kind == 1:
+        view[lumen] = fluid
+    elif kind == 2:   # air-fluid level: gas rises to the image top (patient supine)
+        view[lumen] = fluid
+        view[lumen & above_level()] = gas
+    else:
+        view[lumen] = faeces
+
+
 def lut(n_codes: int, codes: Sequence[int], dtype=bool, values: Sequence | None = None) -> np.ndarray:
     """A look-up table over ``n_codes`` structure codes: ``True`` (or ``values``) at ``codes``, 0 elsewhere."""
     out = np.zeros(n_codes, dtype=dtype)
