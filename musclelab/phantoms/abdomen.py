@@ -58,6 +58,7 @@ from musclelab.phantoms.l3 import HU_MAX, HU_MIN, _coefs, _fourier, _rho, _smoot
 from musclelab.phantoms.primitives import (  # the shared drawing primitives
     Grid,
     bowel_loop as _bowel_loop,
+    lut,
     ellipse_rho as _rho_z,
     capsule as _capsule,
     ellipsoid as _ellipsoid,
@@ -203,9 +204,7 @@ _NCODES = len(_CODE_NAMES)
 
 
 def _lut(codes: Sequence[int], dtype=bool, values: Sequence | None = None) -> np.ndarray:
-    out = np.zeros(_NCODES, dtype=dtype)
-    out[list(codes)] = True if values is None else values
-    return out
+    return lut(_NCODES, codes, dtype, values)
 
 
 def _label_lut(site: AbdomenSite) -> np.ndarray:

@@ -52,7 +52,7 @@ from scipy import ndimage
 from scipy.special import ndtri
 
 from musclelab.io import new_directory
-from musclelab.phantoms.primitives import bowel_loop, fourier_coefs as _coefs, random_field as _unit_field
+from musclelab.phantoms.primitives import bowel_loop, fourier_coefs as _coefs, lut, random_field as _unit_field
 
 # ----------------------------------------------------------------------------------------------------------
 # Public constants
@@ -136,9 +136,7 @@ _MUSCLE_CODES = (_ES, _QL, _PSOAS, _OBL, _RECT)
 
 
 def _lut(codes: Sequence[int], dtype=bool, values: Sequence | None = None) -> np.ndarray:
-    out = np.zeros(_NCODES, dtype=dtype)
-    out[list(codes)] = True if values is None else values
-    return out
+    return lut(_NCODES, codes, dtype, values)
 
 
 _MUSCLES_LUT = _lut(_MUSCLE_CODES, np.uint8, [1, 2, 3, 4, 5])
