@@ -362,3 +362,102 @@ def test_key_uses_relative_paths(data, tmp_path: Path) -> None:
     n = loads(counter)
     SliceCache.build_or_load(FakeReader(copy, counter), SlicePreprocess(), cache, "fake")
     assert loads(counter) == n
+
+
+# --- caches written by earlier code are still read ------------------------------------------------------------------
+
+LEGACY = Path(__file__).parent / "data" / "legacy_cache"
+LEGACY_MTIME_NS = 1_700_000_000_000_000_000  # the source files' mtime when the stored caches were built
+
+
+def _legacy_copy(tmp_path: Path) -> tuple[Path, Path]:
+    """The stored MSD data set and the slice + volume caches the code of 2026-12-03 built from it (made by
+    tests/data/legacy_cache/README.md's recipe), copied to ``tmp_path`` with the source files' recorded mtimes."""
+    import shutil
+
+    shutil.copytree(LEGACY, tmp_path / "legacy")
+    src, caches = tmp_path / "legacy" / "msd", tmp_path / "legacy" / "caches"
+    for p in src.rglob("*"):
+        if p.is_file():
+            os.utime(p, ns=(LEGACY_MTIME_NS, LEGACY_MTIME_NS))
+    return src, caches
+
+
+def _no_decoding(reader):
+    def load(ref):
+        raise AssertionError(f"the stored cache was not reused: {ref.case_id} decoded again")
+
+    reader.load = load
+    return reader
+
+
+def test_slice_cache_written_by_earlier_code_is_reused(tmp_path):
+    from musclelab.data.readers import build_reader
+
+    src, caches = _legacy_copy(tmp_path)
+    stored = sorted(p for p in caches.glob("msd-*") if p.is_dir())
+    ss = SliceCache.build_or_load(_no_decoding(build_reader("msd", src)), SlicePreprocess(img_size=8, slices="all"),
+                                  caches, "msd")
+    assert [Path(ss.meta.attrs["cache_dir"])] == stored
+    assert ss.images.shape == (8, 8, 8) and ss.meta["source_case_id"].tolist() == ["case0"] * 4 + ["case1"] * 4
+    assert np.asarray(ss.labels).sum() > 0
+
+
+def test_volume_cache_written_by_earlier_code_is_reused(tmp_path):
+    from musclelab.data.readers import build_reader
+    from musclelab.data.volume_cache import ReaderVolumes, build_or_load
+    from musclelab.data.volumes import VolumePreprocess
+
+    src, caches = _legacy_copy(tmp_path)
+    stored = sorted(p for p in (caches / "volumes").glob("msd-*") if p.is_dir())
+    vs = build_or_load(ReaderVolumes(_no_decoding(build_reader("msd", src)), "msd", caches),
+                       VolumePreprocess(None, True), caches)
+    assert [Path(vs.meta.attrs["cache_dir"])] == stored
+    assert vs.meta["case_id"].tolist() == ["case0", "case1"] and vs.image(0).dtype == np.int16
+
+
+# --- one build protocol under both stores ---------------------------------------------------------------------------
+
+
+def _tiny_volumes(fail_on: int | None = None):
+    from musclelab.data.volume_cache import GeneratedVolumes
+
+    def make(i):
+        if i == fail_on:
+            raise RuntimeError("simulated crash mid-build")
+        img = np.full((4, 8, 8), -1000.0, np.float32)
+        img[1:3, 2:6, 2:6] = 40.0
+        lab = (img > 0).astype(np.uint8)
+        return Case(f"v{i}", f"p{i}", img, lab, (2.0, 1.0, 1.0)), {}
+
+    return GeneratedVolumes("tiny", CLASSES, 2, {"fail_on": fail_on}, make)
+
+
+@pytest.mark.parametrize("store", ["slices", "volumes"])
+def test_both_stores_build_through_the_core_fsyncing_folders(store, data, monkeypatch) -> None:
+    """Both stores fsync the finished folder (and its sub-folders) and the parent after the rename; a build
+    that fails midway leaves neither a final directory nor a temp dir."""
+    from musclelab.data import cache_core
+    from musclelab.data.volume_cache import build_or_load
+    from musclelab.data.volumes import VolumePreprocess
+
+    root, cache, counter = data
+    synced: list[Path] = []
+    real = cache_core.fsync_dir
+    monkeypatch.setattr(cache_core, "fsync_dir", lambda p: (synced.append(Path(p)), real(p)))
+
+    def build(fail_on=None):
+        if store == "slices":
+            return SliceCache.build_or_load(FakeReader(root, counter, fail_on=fail_on), SlicePreprocess(), cache, "f")
+        return build_or_load(_tiny_volumes(fail_on=None if fail_on is None else fail_on - 1), VolumePreprocess(),
+                             cache)
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build(fail_on=2)
+    parent = cache if store == "slices" else cache / "volumes"
+    assert [p.name for p in parent.iterdir() if p.is_dir()] == []   # no final dir, no temp dir left
+    done = Path(build().meta.attrs["cache_dir"])
+    assert done.parent in synced, "the parent directory was not fsynced after the rename"
+    assert any(p.name.startswith(f".{done.name}.tmp-") for p in synced)
+    if store == "volumes":
+        assert {p.name for p in synced} >= {"images", "labels", "indices"}

@@ -5,11 +5,11 @@ VolumePreprocess`, and stored as HU in int16 (rounded; the window is applied whe
 change without a rebuild). Training memory-maps the arrays and reads only the patches it samples, so a job's
 memory does not grow with the number of volumes.
 
-Key: sha256 over the source's identity — for a reader, exactly the slice cache's inputs (every file's relative
-path, size and mtime_ns, ids, reader parameters, class names; :meth:`SliceCache.resolve`), for a generated
-phantom its generator parameters — and the preprocessing. Same safety as the slice cache: built in a hidden temp
-directory, every file fsynced, ``manifest.json`` last, renamed into place under an ``fcntl`` lock
-(:func:`musclelab.io.file_lock`) that a second job asking for the same cache waits on, then reuses.
+Key: sha256 over the source's identity — for a reader, the identity every store uses
+(:func:`musclelab.data.cache_core.reader_identity`: every file's relative path, size and mtime_ns, ids, reader
+parameters, class names), for a generated phantom its generator parameters — and the preprocessing. The build
+protocol (lock, temp dir, fsync of files and folders, ``manifest.json`` last, atomic rename) is the shared one,
+:func:`musclelab.data.cache_core.build_once`.
 
 Layout of ``<cache_root>/volumes/<name>-<key16>/``: ``images/<case>.npy`` int16 HU, ``labels/<case>.npy`` uint8,
 ``source_labels/<case>.npy`` (the label on the source grid, for metrics in the source geometry),
@@ -18,11 +18,8 @@ flat voxel indices, -1 padded, for label-class patch sampling without scanning t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,13 +29,17 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import pandas as pd
 
+from musclelab.data.cache_core import build_once, class_names_of, identity_key, reader_identity, save_npy
 from musclelab.data.case import Case
 from musclelab.data.volumes import VolumePreprocess, VolumeSet, preprocess_volume
-from musclelab.io import atomic_write_json, atomic_write_text, file_lock
+from musclelab.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 VOLUME_CACHE_FORMAT = 2
+# the reader identity's "format" entry: the slice store's format number, which these keys have always carried
+READER_IDENTITY_FORMAT = 1
+WHAT = "volume cache"
 N_INDICES = 4096
 _I16 = np.iinfo(np.int16)
 
@@ -80,13 +81,11 @@ class ReaderVolumes:
     """A reader's cases as volumes; the identity is the slice cache's key inputs (files, ids, parameters)."""
 
     def __init__(self, reader: Any, name: str, cache_root: Path) -> None:
-        from musclelab.data.cache import SliceCache, _class_names
-
         self.reader, self.name = reader, name
-        self.class_names = tuple(_class_names(reader))
-        ck = SliceCache.resolve(reader, VolumePreprocess(), cache_root, name)
-        self._inputs = {k: v for k, v in ck.inputs.items() if k != "preprocess"}
-        self.refs = list(ck.refs)
+        self.class_names = class_names_of(reader)
+        identity, refs = reader_identity(reader, name, Path(cache_root).expanduser().resolve(), WHAT)
+        self._inputs = {"format": READER_IDENTITY_FORMAT, **identity}
+        self.refs = list(refs)
 
     def key_inputs(self) -> dict[str, Any]:
         return self._inputs
@@ -102,15 +101,9 @@ def build_or_load(items: VolumeItems, pre: VolumePreprocess, cache_root: str | P
     """The preprocessed volumes of ``items`` from the cache under ``cache_root`` (built on first use)."""
     root = Path(cache_root).expanduser().resolve() / "volumes"
     inputs = {"format": VOLUME_CACHE_FORMAT, "source": items.key_inputs(), "preprocess": pre.to_dict()}
-    key = hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+    key = identity_key(inputs)
     d = root / f"{items.name}-{key[:16]}"
-    if not (d / "manifest.json").exists():
-        root.mkdir(parents=True, exist_ok=True)
-        with file_lock(root / f"{d.name}.lock", what=f"volume cache {d.name}"):
-            if not (d / "manifest.json").exists():
-                _build(items, pre, d, key, inputs)
-    else:
-        log.info("volume cache %s: reusing", d)
+    build_once(d, WHAT, lambda tmp: _write(items, pre, tmp, key, inputs))
     return load_volume_cache(d)
 
 
@@ -128,72 +121,53 @@ def load_volume_cache(d: str | Path) -> VolumeSet:
     return vs
 
 
-def _save(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.save(f, arr)
-        f.flush()
-        import os
-
-        os.fsync(f.fileno())
-
-
-def _build(items: VolumeItems, pre: VolumePreprocess, d: Path, key: str, inputs: dict) -> None:
-    root = d.parent
-    if d.exists():
-        shutil.rmtree(d)
-    for stale in root.glob(f".{d.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+def _write(items: VolumeItems, pre: VolumePreprocess, tmp: Path, key: str, inputs: dict) -> dict[str, Any]:
+    """Preprocess every volume of ``items`` into the volume layout under ``tmp``; returns the manifest (written
+    last by :func:`musclelab.data.cache_core.build_once`)."""
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.tmp-", dir=root))
     k = len(items.class_names)
     rng = np.random.default_rng(int(key[:12], 16))
     rows, raters = [], set()
-    try:
-        for i in range(len(items)):
-            case, rater_maps = items.load(i)
-            src = str(case.files[0]) if case.files else f"{items.name} case {case.case_id}"
-            if case.label is None:
-                raise ValueError(f"{src}: case '{case.case_id}' has no label; 3D training needs labelled volumes")
-            if int(case.label.max(initial=0)) >= k:
-                raise ValueError(f"{src}: label value {int(case.label.max())} beyond the {k} configured classes "
-                                 f"(0..{k - 1}: {', '.join(items.class_names[:4])}, ...)")
-            p = preprocess_volume(case, pre)
-            c = p.case
-            cid = case.case_id
-            hu = np.clip(np.rint(c.image), _I16.min, _I16.max).astype(np.int16)
-            _save(tmp / "images" / f"{cid}.npy", hu)
-            _save(tmp / "labels" / f"{cid}.npy", c.label.astype(np.uint8))
-            _save(tmp / "source_labels" / f"{cid}.npy", case.label.astype(np.uint8))
-            for name, lab in rater_maps.items():
-                raters.add(name)
-                _save(tmp / "raters" / name / f"{cid}.npy", np.asarray(lab, np.uint8))
-            flat = c.label.ravel()
-            idx = np.full((k, N_INDICES), -1, np.int64)   # per class a random sample of its voxels, -1 padded
-            for cls in range(k):
-                where = np.flatnonzero(flat == cls)
-                if len(where) > N_INDICES:
-                    where = np.sort(rng.choice(where, N_INDICES, replace=False))
-                idx[cls, :len(where)] = where
-            _save(tmp / "indices" / f"{cid}.npy", idx)
-            row = {"case_id": cid, "patient_id": case.patient_id,
-                   **{f"shape_{a}": int(s) for a, s in zip("zyx", c.image.shape)},
-                   **{f"spacing_{a}_mm": float(s) for a, s in zip(("z", "row", "col"), c.spacing)},
-                   **{f"source_{a}": int(s) for a, s in zip("zyx", p.source_shape)},
-                   **{f"source_spacing_{a}_mm": float(s) for a, s in zip(("z", "row", "col"), p.source_spacing)},
-                   **{f"resampled_{a}": int(s) for a, s in zip("zyx", p.resampled_shape)},
-                   **{f"crop_{a}": int(s) for a, s in zip("zyx", p.crop_start)},
-                   "source_file": str(case.files[0]) if case.files else ""}
-            row.update({k2: v for k2, v in case.meta.items() if k2 not in row and np.isscalar(v)})
-            rows.append(row)
-        atomic_write_text(tmp / "meta.csv", pd.DataFrame(rows).to_csv(index=False))
-        atomic_write_json(tmp / "manifest.json", {
-            "format": VOLUME_CACHE_FORMAT, "key": key, "dataset": items.name, "class_names": list(items.class_names),
-            "raters": sorted(raters), "n_volumes": len(rows), "inputs": inputs,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "build_s": round(time.perf_counter() - t0, 2)})
-        tmp.rename(d)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.info("volume cache %s: built %d volumes in %.1f s", d, len(rows), time.perf_counter() - t0)
+    for i in range(len(items)):
+        case, rater_maps = items.load(i)
+        src = str(case.files[0]) if case.files else f"{items.name} case {case.case_id}"
+        if case.label is None:
+            raise ValueError(f"{src}: case '{case.case_id}' has no label; 3D training needs labelled volumes")
+        if int(case.label.max(initial=0)) >= k:
+            raise ValueError(f"{src}: label value {int(case.label.max())} beyond the {k} configured classes "
+                             f"(0..{k - 1}: {', '.join(items.class_names[:4])}, ...)")
+        p = preprocess_volume(case, pre)
+        c = p.case
+        cid = case.case_id
+        hu = np.clip(np.rint(c.image), _I16.min, _I16.max).astype(np.int16)
+        save_npy(tmp / "images" / f"{cid}.npy", hu)
+        save_npy(tmp / "labels" / f"{cid}.npy", c.label.astype(np.uint8))
+        save_npy(tmp / "source_labels" / f"{cid}.npy", case.label.astype(np.uint8))
+        for name, lab in rater_maps.items():
+            raters.add(name)
+            save_npy(tmp / "raters" / name / f"{cid}.npy", np.asarray(lab, np.uint8))
+        flat = c.label.ravel()
+        idx = np.full((k, N_INDICES), -1, np.int64)   # per class a random sample of its voxels, -1 padded
+        for cls in range(k):
+            where = np.flatnonzero(flat == cls)
+            if len(where) > N_INDICES:
+                where = np.sort(rng.choice(where, N_INDICES, replace=False))
+            idx[cls, :len(where)] = where
+        save_npy(tmp / "indices" / f"{cid}.npy", idx)
+        row = {"case_id": cid, "patient_id": case.patient_id,
+               **{f"shape_{a}": int(s) for a, s in zip("zyx", c.image.shape)},
+               **{f"spacing_{a}_mm": float(s) for a, s in zip(("z", "row", "col"), c.spacing)},
+               **{f"source_{a}": int(s) for a, s in zip("zyx", p.source_shape)},
+               **{f"source_spacing_{a}_mm": float(s) for a, s in zip(("z", "row", "col"), p.source_spacing)},
+               **{f"resampled_{a}": int(s) for a, s in zip("zyx", p.resampled_shape)},
+               **{f"crop_{a}": int(s) for a, s in zip("zyx", p.crop_start)},
+               "source_file": str(case.files[0]) if case.files else ""}
+        row.update({k2: v for k2, v in case.meta.items() if k2 not in row and np.isscalar(v)})
+        rows.append(row)
+    atomic_write_text(tmp / "meta.csv", pd.DataFrame(rows).to_csv(index=False))
+    log.info("volume cache %s: built %d volumes in %.1f s", tmp, len(rows), time.perf_counter() - t0)
+    return {
+        "format": VOLUME_CACHE_FORMAT, "key": key, "dataset": items.name, "class_names": list(items.class_names),
+        "raters": sorted(raters), "n_volumes": len(rows), "inputs": inputs,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "build_s": round(time.perf_counter() - t0, 2)}
