@@ -4,7 +4,7 @@ Input: one file or a folder searched recursively for NIfTI, NRRD, MetaImage and 
 by folder and ``SeriesInstanceUID``: a group of one file is a single slice (an L3 slice), a larger group is a
 series (a volume, one folder per series). Each case goes through
 
-1. reading (SimpleITK decoding of :mod:`musclelab.data.readers.base`; DICOM headers with pydicom, series ordered
+1. reading (SimpleITK decoding of :mod:`musclelab.data.readers.decode`; DICOM headers with pydicom, series ordered
    and checked by :func:`musclelab.data.readers.chaos.read_series_info`) into the project's LPS arrays in HU;
 2. the training run's preprocessing, the same functions the data pipeline uses: for 2D models
    :func:`~musclelab.data.preprocess.case_to_slice_arrays` (resize to ``img_size`` keeping the field of view) and
@@ -71,7 +71,7 @@ class InputCase:
 
 
 def _is_dicom(path: Path) -> bool:
-    from musclelab.data.readers.base import split_ext
+    from musclelab.data.readers.files import split_ext
 
     ext = split_ext(path)[1]
     if ext == ".dcm":
@@ -87,7 +87,7 @@ def _is_dicom(path: Path) -> bool:
 
 
 def _case_id(path: Path, root: Path) -> str:
-    from musclelab.data.readers.base import split_ext
+    from musclelab.data.readers.files import split_ext
 
     rel = path.relative_to(root) if path != root else Path(path.name)
     return (rel.parent / split_ext(rel.name)[0]).as_posix()
@@ -98,7 +98,7 @@ def find_cases(input_path: str | Path) -> tuple[list[InputCase], list[Path]]:
     images. Ids are paths relative to the input folder without the extension (a series: its folder)."""
     import pydicom
 
-    from musclelab.data.readers.base import file_kind, list_files, split_ext
+    from musclelab.data.readers.files import file_kind, list_files, split_ext
 
     src = Path(input_path).expanduser()
     if not src.exists():
@@ -181,7 +181,7 @@ def read_case(case: InputCase) -> Scan:
     """Decode one case (raises :class:`CaseError` with the reason when it cannot be used)."""
     import SimpleITK as sitk
 
-    from musclelab.data.readers.base import open_image, to_lps
+    from musclelab.data.readers.decode import open_image, to_lps
 
     if case.error:
         raise CaseError(case.error)
@@ -215,9 +215,9 @@ def read_case(case: InputCase) -> Scan:
     except ConfigError as err:
         raise CaseError(str(err)) from None
     except RuntimeError as err:  # ITK
-        from musclelab.data.readers.base import _short_reason
+        from musclelab.data.readers.problems import short_reason
 
-        raise CaseError(f"{case.files[0]} could not be read ({_short_reason(err)})") from None
+        raise CaseError(f"{case.files[0]} could not be read ({short_reason(err)})") from None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -509,9 +509,9 @@ def predict(checkpoint: str | Path, input_path: str | Path, out: str | Path, hei
         try:
             rows.append(predict_case(predictor, case, out, heights, overlays))
         except (CaseError, ValueError, RuntimeError, OSError) as err:
-            from musclelab.data.readers.base import _short_reason
+            from musclelab.data.readers.problems import short_reason
 
-            reason = _short_reason(err)
+            reason = short_reason(err)
             rows.append({"case_id": case.case_id, "status": "failed", "reason": reason, "kind": case.kind,
                          "source": str(case.files[0])})
     table = pd.DataFrame(rows)

@@ -175,7 +175,7 @@ def test_report_table_and_raise(tmp_path):
 
 
 def test_map_labels_in_chunks_matches_direct(monkeypatch):
-    from musclelab.data.readers import base
+    from musclelab.data.readers import label_maps as base
 
     rng = np.random.default_rng(0)
     raw = rng.integers(0, 4, (5, 7, 9)).astype(np.int16)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from musclelab.data.readers.base import Problem, Reader
+from musclelab.data.readers.base import Reader
+from musclelab.data.readers.problems import Problem
 from musclelab.errors import ConfigError
 
 __all__ = ["Problem", "VerifyReport", "verify_dataset"]
@@ -26,7 +27,7 @@ __all__ = ["Problem", "VerifyReport", "verify_dataset"]
 
 @dataclass
 class VerifyReport:
-    """Problems found in a data set (see :class:`~musclelab.data.readers.base.Problem`).
+    """Problems found in a data set (see :class:`~musclelab.data.readers.problems.Problem`).
 
     ok: no error (warnings allowed). n_cases: cases scanned. root: data root (file paths are shown
     relative to it)."""

@@ -34,7 +34,7 @@ def _sitk_image(array: np.ndarray, spacing: Sequence[float] | None, reference: s
     import SimpleITK as sitk
 
     if reference is not None:
-        from musclelab.data.readers.base import open_image
+        from musclelab.data.readers.decode import open_image
 
         ref = open_image(reference)
         if ref.GetDimension() == 2:   # a single slice: a one-slice volume (DICOMOrient needs 3D)
@@ -79,6 +79,6 @@ def save_nifti(path: str | Path, array: np.ndarray, *, spacing: Sequence[float] 
 
 def load_nifti(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """Read a NIfTI file back into the LPS ``(z, row, col)`` convention: ``(array, spacing mm)``."""
-    from musclelab.data.readers.base import read_image
+    from musclelab.data.readers.decode import read_image
 
     return read_image(path)

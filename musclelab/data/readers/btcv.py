@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from musclelab.data.readers.base import (
-    READERS, CaseRef, Reader, list_files, make_lut, pair_files, resolve_targets,
-)
+from musclelab.data.readers.base import READERS, CaseRef, Reader, pair_files
+from musclelab.data.readers.files import list_files
+from musclelab.data.readers.label_maps import make_lut, resolve_targets
 from musclelab.errors import ConfigError
 
 ORGANS: dict[int, str] = {

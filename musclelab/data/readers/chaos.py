@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from musclelab.data.readers.base import (
-    READERS, CaseRef, Decoded, Header, Problem, Reader, UnreadableFileError, _fmt_shape, _short_reason,
-    list_files, lps_permutation, natural_key, read_header, read_png, to_lps,
-)
+from musclelab.data.readers.base import READERS, CaseRef, Decoded, Reader
+from musclelab.data.readers.decode import read_png, to_lps
+from musclelab.data.readers.files import list_files, natural_key
+from musclelab.data.readers.headers import Header, lps_permutation, read_header
+from musclelab.data.readers.problems import Problem, UnreadableFileError, fmt_shape, short_reason
 from musclelab.errors import ConfigError
 
 _LUT = np.ones(65536, np.int32)
@@ -71,7 +72,7 @@ def read_series_info(files: tuple[Path, ...]) -> SeriesInfo:
                 if "Rows" not in ds:
                     raise
         except Exception as e:  # pydicom raises InvalidDicomError, EOFError, OSError, ...
-            reason = "no DICOM header found" if isinstance(e, pydicom.errors.InvalidDicomError) else _short_reason(e)
+            reason = "no DICOM header found" if isinstance(e, pydicom.errors.InvalidDicomError) else short_reason(e)
             raise UnreadableFileError(f, "DICOM", reason) from None
         try:
             pos = [float(v) for v in ds.ImagePositionPatient]
@@ -172,7 +173,7 @@ class ChaosReader(Reader):
         sizes = {read_header(p).native_shape for p in ref.label}
         if len(sizes) > 1:
             raise ConfigError(f"chaos: masks in {ref.label[0].parent} have different sizes "
-                              f"{sorted(_fmt_shape(s) for s in sizes)}: every PNG must be {info.rows}x{info.cols}")
+                              f"{sorted(fmt_shape(s) for s in sizes)}: every PNG must be {info.rows}x{info.cols}")
         (h, w), = sizes
         return ih, Header(ref.label[0].parent, (len(ref.label), h, w), None, (len(ref.label), h, w))
 
@@ -207,8 +208,8 @@ class ChaosReader(Reader):
                 try:
                     sitk.ReadImage(f)
                 except RuntimeError as e2:
-                    raise UnreadableFileError(f, "DICOM", _short_reason(e2)) from None
-            raise UnreadableFileError(ref.image[0].parent, "DICOM series", _short_reason(e)) from None
+                    raise UnreadableFileError(f, "DICOM", short_reason(e2)) from None
+            raise UnreadableFileError(ref.image[0].parent, "DICOM series", short_reason(e)) from None
         image, spacing = to_lps(native)
         out = Decoded(image.astype(np.float32, copy=False), spacing, native=native)
         if ref.label:
@@ -219,7 +220,7 @@ class ChaosReader(Reader):
             masks = [read_png(ref.label[i]) for i in info.order]
             shapes = {m.shape for m in masks}
             if shapes != {(info.rows, info.cols)}:
-                raise ConfigError(f"chaos: masks in {ref.label[0].parent} are {sorted(_fmt_shape(s) for s in shapes)} "
+                raise ConfigError(f"chaos: masks in {ref.label[0].parent} are {sorted(fmt_shape(s) for s in shapes)} "
                                   f"pixels but the DICOM slices are {info.rows}x{info.cols}")
             stack = sitk.GetImageFromArray(np.stack(masks))
             stack.CopyInformation(native)

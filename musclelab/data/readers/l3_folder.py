@@ -27,10 +27,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from musclelab.data.readers.base import (
-    IMAGE_EXTS, LABEL_EXTS, READERS, CaseRef, Problem, Reader, file_kind, list_files, make_lut, natural_key,
-    pair_files, split_ext,
-)
+from musclelab.data.readers.base import READERS, CaseRef, Reader, pair_files
+from musclelab.data.readers.files import IMAGE_EXTS, LABEL_EXTS, file_kind, list_files, natural_key, split_ext
+from musclelab.data.readers.label_maps import make_lut
+from musclelab.data.readers.problems import Problem
 from musclelab.errors import ConfigError
 
 BINARY_NAMES = ("background", "muscle")

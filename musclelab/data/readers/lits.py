@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from musclelab.data.readers.base import READERS, CaseRef, Reader, list_files, make_lut, pair_files
+from musclelab.data.readers.base import READERS, CaseRef, Reader, pair_files
+from musclelab.data.readers.files import list_files
+from musclelab.data.readers.label_maps import make_lut
 from musclelab.errors import ConfigError
 
 #: raw-label -> class mapping and class names per ``target``

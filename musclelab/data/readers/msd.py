@@ -16,10 +16,10 @@ from typing import Sequence
 
 import numpy as np
 
-from musclelab.data.readers.base import (
-    IMAGE_EXTS, LABEL_EXTS, READERS, CaseRef, Problem, Reader, list_files, make_lut, pair_files,
-    resolve_targets, split_ext,
-)
+from musclelab.data.readers.base import READERS, CaseRef, Reader, pair_files
+from musclelab.data.readers.files import IMAGE_EXTS, LABEL_EXTS, list_files, split_ext
+from musclelab.data.readers.label_maps import make_lut, resolve_targets
+from musclelab.data.readers.problems import Problem
 from musclelab.errors import ConfigError
 
 _CHANNEL = re.compile(r"^(.*)_(\d{4})$")
