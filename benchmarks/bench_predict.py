@@ -46,7 +46,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from musclelab.data.export import export_phantom_formats
-    from musclelab.data.phantom import write_phantom_dataset
+    from musclelab.phantoms.l3 import write_phantom_dataset
     from musclelab.predict import Predictor, find_cases, predict, predict_case
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_predict_"))

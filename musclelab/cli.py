@@ -98,8 +98,8 @@ def _precheck(command: str, args: list[str]) -> None:
 def run_phantom(args: list[str]) -> None:
     """``musclelab phantom``: write phantom cases as NIfTI plus meta.csv: ``--kind l3`` (default) single L3
     slices with muscle masks, ``--kind abdomen`` 3D abdominal volumes with liver/tumour labels (LiTS layout)."""
-    from musclelab.data.abdomen_phantom import LIVER_SITES, write_abdomen_dataset
-    from musclelab.data.phantom import SITES, write_phantom_dataset
+    from musclelab.phantoms.abdomen import LIVER_SITES, write_abdomen_dataset
+    from musclelab.phantoms.l3 import SITES, write_phantom_dataset
 
     p = argparse.ArgumentParser(prog="musclelab phantom", description="Write synthetic CT cases to disk: L3 "
                                 "slices with muscle masks (--kind l3) or abdominal volumes with liver/tumour labels "

@@ -203,9 +203,8 @@ def _sources():
 
 
 def _dataset_names():
-    """Slice sources and volume sources (data.spatial_dims=3) together (issue 9)."""
-    from musclelab.data.volume_sources import VOLUME_SOURCES
-    return _Names("dataset", {*_sources().names(), *VOLUME_SOURCES.names()})
+    """Every data set, whatever forms it serves (slices, volumes: one registry)."""
+    return _Names("dataset", set(_sources().names()))
 
 
 def _models():
@@ -262,22 +261,22 @@ def _inits():
 
 
 def _phantom_sites():
-    from musclelab.data.phantom import SITES
+    from musclelab.phantoms.l3 import SITES
     return _Names("site", SITES)
 
 
 def _phantom_targets():
-    from musclelab.data.phantom import LABEL_MAPS
+    from musclelab.phantoms.l3 import LABEL_MAPS
     return _Names("target", LABEL_MAPS)
 
 
 def _liver_sites():
-    from musclelab.data.abdomen_phantom import LIVER_SITES
+    from musclelab.phantoms.abdomen import LIVER_SITES
     return _Names("site", LIVER_SITES)
 
 
 def _liver_targets():
-    from musclelab.data.abdomen_phantom import TARGET_ALIASES, TARGETS
+    from musclelab.phantoms.abdomen import TARGET_ALIASES, TARGETS
     return _Names("target", {*TARGETS, *TARGET_ALIASES})
 
 
@@ -495,10 +494,12 @@ def _check_sections(cfg: DictConfig) -> str | None:
     checks: list[tuple[str, list[str] | None, Sequence[str], str]] = []
     name = _get(cfg, "data.name")
     sources = _sources()
-    if isinstance(name, str) and name in sources:
-        from musclelab.data.sources import SUPPLIED
+    dims = _get(cfg, "data.spatial_dims")
+    dims = dims if dims in (2, 3) else 2
+    if isinstance(name, str) and name in sources and dims in sources.get(name).forms:
+        from musclelab.data.sources import SUPPLIED, source_form
 
-        checks.append(("data.source", _kwargs_of(sources.get(name), SUPPLIED), (), f"dataset '{name}'"))
+        checks.append(("data.source", _kwargs_of(source_form(name, dims), SUPPLIED), (), f"dataset '{name}'"))
     optim = _get(cfg, "optim.name")
     if isinstance(optim, str) and optim in _optimizers():
         checks.append(("optim", _kwargs_of(_optimizers().get(optim), ("params",)), ("name", "scheduler"),

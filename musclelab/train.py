@@ -23,8 +23,8 @@ from musclelab.checkpoint_meta import data_fields
 from musclelab.checkpoint_policy import finalize_checkpoints, last_checkpoint_callback
 from musclelab.config_validation import validate as validate_fields
 from musclelab.data.datamodule import SegmentationDataModule
-from musclelab.data.labels import check_labels_early
-from musclelab.data.sources import SOURCES, SliceSet
+from musclelab.data.containers import SliceSet
+from musclelab.data.sources import check_labels_early, source_form
 from musclelab.errors import ConfigError
 from musclelab.evaluation.volume_from_slices import check_level, level_rows, summarize_levels
 from musclelab.io import atomic_write_json, atomic_write_text
@@ -64,7 +64,7 @@ def validate_config(cfg: DictConfig) -> None:
     if is_volume(cfg):  # data.spatial_dims=3: volume source, settings, 3D model and patch size (train_volume.py)
         check_volume_config(cfg)
     else:
-        SOURCES.get(cfg.data.name)
+        source_form(cfg.data.name, 2)
     check_labels_early(cfg.data)
     if cfg.model.name in BASELINES:  # nothing to train: only the data and the test matter
         return

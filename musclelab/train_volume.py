@@ -37,13 +37,11 @@ def _plain(section: Any) -> Any:
 def check_volume_config(cfg: DictConfig) -> None:
     """Volume settings and the model's 3D support and patch size, before any data is loaded (one-line
     :class:`ConfigError` naming the field)."""
-    from musclelab.data.volume_sources import VOLUME_SOURCES
+    from musclelab.data.sources import source_form
     from musclelab.models import check_input_size
     from musclelab.models.registry import dims_error
 
-    if cfg.data.name not in VOLUME_SOURCES:
-        raise ConfigError(f"data.name={cfg.data.name} has no volume form (data.spatial_dims=3); volume data sets: "
-                          f"{', '.join(VOLUME_SOURCES.names())}")
+    source_form(cfg.data.name, 3)
     patch = _plain(cfg.data.get("patch_size"))
     if patch is None:
         raise ConfigError("data.patch_size is not set: volumes train on patches, e.g. data.patch_size=[96,96,96]")

@@ -1,4 +1,4 @@
-"""Tests for the synthetic 3D abdominal CT phantom with a liver (musclelab.data.abdomen_phantom)."""
+"""Tests for the synthetic 3D abdominal CT phantom with a liver (musclelab.phantoms.abdomen)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from musclelab.data import abdomen_phantom as ap
-from musclelab.data.abdomen_phantom import (
+from musclelab.phantoms import abdomen as ap
+from musclelab.phantoms.abdomen import (
     LIVER_SITES, META_KEYS, TARGETS, AbdomenVolume, generate_abdomen_phantom, generate_abdomen_volume,
     get_liver_site, write_abdomen_dataset,
 )

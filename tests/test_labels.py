@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from musclelab.data.labels import apply_labels, check_labels_early, relabel, resolve_labels
-from musclelab.data.sources import SliceSet, load_source
+from musclelab.data.labels import apply_labels, relabel, resolve_labels
+from musclelab.data.containers import SliceSet
+from musclelab.data.sources import check_labels_early, load_source
 from musclelab.errors import ConfigError
 
 NAMES = ("background", "erector_spinae", "quadratus_lumborum", "psoas_major", "obliques", "rectus_abdominis")
@@ -48,7 +49,7 @@ def test_bad_subsets_fail_naming_the_field(labels: list[str], match: str) -> Non
 
 
 def test_checked_from_config_before_any_data_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import musclelab.data.phantom as phantom
+    import musclelab.phantoms.l3 as phantom
 
     monkeypatch.setattr(phantom, "generate_phantom", lambda *a, **k: pytest.fail("data was loaded"))
     cfg = OmegaConf.create({"name": "phantom", "source": {"target": "muscles"}, "labels": ["psoas", "obliques"]})

@@ -1,4 +1,4 @@
-"""Tests for the synthetic L3 CT phantom (musclelab.data.phantom)."""
+"""Tests for the synthetic L3 CT phantom (musclelab.phantoms.l3)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from musclelab.data.phantom import (
+from musclelab.phantoms.l3 import (
     LABEL_MAPS, META_COLUMNS, MUSCLE_NAMES, SITES, TISSUE_NAMES, generate_phantom, load_nifti_slice,
     observer_masks, write_phantom_dataset,
 )

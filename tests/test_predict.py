@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 
 from musclelab.data.export import export_phantom_formats, write_dicom_series, write_dicom_slice
-from musclelab.data.phantom import generate_phantom, write_phantom_dataset
+from musclelab.phantoms.l3 import generate_phantom, write_phantom_dataset
 from musclelab.predict import Predictor, find_cases, predict
 from musclelab.tasks import SegmentationTask
 from musclelab.train import build_datamodule, train
@@ -161,7 +161,7 @@ def test_predict_3d_model_matches_the_runs_own_volume_predictions(tmp_path):
 
     run_dir = tmp_path / "run3d"
     src = ["data.source.n_volumes=5", "data.source.size=32", "data.source.n_slices=16", "data.source.n_raters=0"]
-    from musclelab.cli import compose_train_config
+    from musclelab.compose import compose_train_config
 
     train(compose_train_config([f"paths.output_dir={run_dir}", "data=thigh_phantom", *src, "trainer.max_epochs=1",
                                 "callbacks.progress_bar=false", "model.params.num_res_units=0", "data.spacing=[16.0,10.0,10.0]",

@@ -328,7 +328,7 @@ def test_l3_folder_labels_yaml_and_param(tmp_path):
 
 
 def test_l3_folder_reads_phantom_export_as_is(tmp_path):
-    from musclelab.data.phantom import MUSCLE_NAMES, generate_phantom, write_phantom_dataset
+    from musclelab.phantoms.l3 import MUSCLE_NAMES, generate_phantom, write_phantom_dataset
 
     out = write_phantom_dataset(tmp_path / "ph", n=3, size=48, site="b", seed=5)
     ph = generate_phantom(3, size=48, site="b", seed=5)

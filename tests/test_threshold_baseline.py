@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from musclelab.data.phantom import Phantom, generate_phantom
+from musclelab.phantoms.l3 import Phantom, generate_phantom
 from musclelab.metrics import case_metrics
 from musclelab.models import MODELS
 from musclelab.models.threshold import body_mask, evaluate_threshold_baseline, threshold_muscle

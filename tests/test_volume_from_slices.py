@@ -3,9 +3,12 @@ the L3 slice alone, relabelled volumes, and the lumbar phantom that provides the
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from musclelab.data.source_volumes import SourceVolumes, WholeVolume
+from musclelab.data.case import Case
+from musclelab.data.containers import SliceSet, SourceData, SourceVolumes
+from musclelab.data.labels import apply_to_source
 from musclelab.errors import ConfigError
 from musclelab.evaluation.volume_from_slices import (
     check_level,
@@ -53,12 +56,12 @@ def test_shifted_copy_scores_the_hand_computed_value_with_the_slice_thickness() 
     assert score_volume(_box(1), _box(), (1.0, 0.8, 0.8), NAMES)[0]["hd"] == pytest.approx(1.0)
 
 
-def _three_class_volume() -> WholeVolume:
+def _three_class_volume() -> Case:
     label = np.zeros((6, 16, 16), np.uint8)
     label[1:5, 2:6, 2:6] = 1
     label[0:6, 9:13, 9:13] = 2
     image = np.where(label > 0, 100.0, -1000.0).astype(np.float32)
-    return WholeVolume("v0", "p0", image, label, (5.0, 1.0, 1.0), l3_index=2)
+    return Case("v0", "p0", image, label, (5.0, 1.0, 1.0), {"l3_index": 2})
 
 
 def test_every_slice_is_predicted_stacked_and_scored_after_relabelling() -> None:
@@ -69,7 +72,10 @@ def test_every_slice_is_predicted_stacked_and_scored_after_relabelling() -> None
         return (x[:, 0] > 0.5).astype(np.uint8)
 
     vols = SourceVolumes(lambda pid: [_three_class_volume()], ("background", "a", "b"))
-    sub = vols.with_labels(["b"])                       # keep structure b only, as class 1
+    v = _three_class_volume()
+    pool = SliceSet(v.image, v.label, np.ones((6, 2)), pd.DataFrame({"case_id": range(6), "patient_id": "p0"}),
+                    vols.class_names)
+    sub = apply_to_source(SourceData(pool, volumes=vols), ["b"]).volumes  # keep structure b only, as class 1
     assert sub.class_names == ("background", "b")
     rows = evaluate_volumes(predict, sub, ["p0"], "abdomen", 1, sub.class_names, batch_size=4)
     assert sum(calls) == 6 and calls == [4, 2]           # all 6 slices, in batches of 4

@@ -12,7 +12,7 @@ from musclelab.data.case import Case
 from musclelab.data.volume_cache import GeneratedVolumes, build_or_load
 from musclelab.data.volume_datamodule import VolumeDataModule, VolumePatchDataset
 from musclelab.data.volumes import VolumePreprocess, to_source_geometry
-from musclelab.data.volume_sources import thigh_phantom_items
+from musclelab.data.phantom_sources import thigh_volumes as thigh_phantom_items
 
 SMALL = dict(n_volumes=3, size=48, n_slices=16)
 

@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from musclelab.data.containers import SliceSet
 from musclelab.data.cache_core import (ReaderLike, build_once, class_names_of, fsync_file, identity_key,
                                        is_complete, jsonable, lock_path, reader_identity, reader_params, save_npy)
 from musclelab.data.preprocess import SlicePreprocess, case_to_slice_arrays
-from musclelab.data.sources import SliceSet
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_text, try_file_lock
 

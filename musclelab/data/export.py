@@ -109,11 +109,11 @@ def check_formats(spec: str | Sequence[str]) -> list[str]:
 
 def export_phantom_formats(root: str | Path, formats: Sequence[str]) -> list[Path]:
     """Add ``dicom/<case_id>.dcm`` and/or ``nrrd/<case_id>.nrrd`` copies of the images of a phantom data set
-    written by :func:`musclelab.data.phantom.write_phantom_dataset` (``images/*.nii.gz`` + ``meta.csv``); DICOM
+    written by :func:`musclelab.phantoms.l3.write_phantom_dataset` (``images/*.nii.gz`` + ``meta.csv``); DICOM
     files carry the subject's height as ``PatientSize``. Returns the folders written."""
     import pandas as pd
 
-    from musclelab.data.phantom import load_nifti_slice
+    from musclelab.phantoms.l3 import load_nifti_slice
 
     formats = check_formats(formats)
     root = Path(root)

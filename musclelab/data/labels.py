@@ -4,21 +4,20 @@
 3-class problem: 0 background, 1 quadratus_lumborum, 2 erector_spinae; every other structure becomes
 background. Names are matched to the source's ``class_names`` (case-, space- and dash-insensitive); an unknown
 name, a repeated name (a muscle paired with itself), the background or an empty list fail with one
-:class:`~musclelab.errors.ConfigError` naming ``data.labels`` and the known names. :func:`check_labels_early`
-does this from the config alone, before any pixel is read, for every source whose class names are known
-without loading data (the built-in phantoms; readers, whose class names come from their settings).
+:class:`~musclelab.errors.ConfigError` naming ``data.labels`` and the known names.
+:func:`musclelab.data.sources.check_labels_early` does this from the config alone, before any pixel is read, for
+every source whose class names its settings give (the registry's declared class names).
 
-The relabelled :class:`~musclelab.data.sources.SliceSet` carries the new ``class_names``, so per-class metrics
+The relabelled :class:`~musclelab.data.containers.SliceSet` carries the new ``class_names``, so per-class metrics
 (``dice_<name>``), reports and W&B keys follow the subset. Why our own: MONAI's ``MapLabelValue`` maps values,
 not names, and knows nothing of a data set's class names.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
 
+from musclelab.data.containers import SliceSet, SourceData
 from musclelab.errors import ConfigError
 
 FIELD = "data.labels"
@@ -75,14 +74,12 @@ def subset_names(labels: Sequence[str], class_names: Sequence[str]) -> tuple[str
     return (str(class_names[0]), *(str(class_names[v]) for v in values))
 
 
-def apply_labels(slices: Any, labels: Sequence[str] | None) -> Any:
-    """A :class:`~musclelab.data.sources.SliceSet` relabelled to the subset ``labels`` (``None``: unchanged).
+def apply_labels(slices: SliceSet, labels: Sequence[str] | None) -> SliceSet:
+    """A :class:`~musclelab.data.containers.SliceSet` relabelled to the subset ``labels`` (``None``: unchanged).
 
     Labels (and any observers' masks) are mapped in memory; images, spacing and meta are shared."""
     if labels is None:
         return slices
-    from musclelab.data.sources import SliceSet
-
     names = tuple(slices.class_names)
     values = resolve_labels(labels, names)
     lut = label_lut(values, len(names))
@@ -91,57 +88,16 @@ def apply_labels(slices: Any, labels: Sequence[str] | None) -> Any:
                     subset_names(labels, names), observers)
 
 
-def apply_to_source(data: Any, labels: Sequence[str] | None) -> Any:
-    """A :class:`~musclelab.data.sources.SourceData` with its pool and external test set relabelled."""
+def apply_to_source(data: SourceData, labels: Sequence[str] | None) -> SourceData:
+    """A :class:`~musclelab.data.containers.SourceData` with its pool, external test set and whole volumes
+    relabelled."""
     if labels is None:
         return data
+    if data.volumes is not None:
+        names = data.volumes.class_names
+        data.volumes = data.volumes.relabelled(label_lut(resolve_labels(labels, names), len(names)),
+                                               subset_names(labels, names))
     data.pool = apply_labels(data.pool, labels)
     if data.external_test is not None:
         data.external_test = apply_labels(data.external_test, labels)
-    if getattr(data, "volumes", None) is not None:
-        data.volumes = data.volumes.with_labels(labels)
     return data
-
-
-def static_class_names(name: str, source: dict | None, root: str | None = None) -> tuple[str, ...] | None:
-    """The class names source ``name`` will serve, known from its settings alone (no pixel data read);
-    ``None`` when they can only be known by loading it."""
-    source = dict(source or {})
-    try:
-        if name == "phantom":
-            from musclelab.data.phantom import LABEL_MAPS
-
-            return LABEL_MAPS.get(str(source.get("target", "muscle")))
-        if name == "abdomen_phantom":
-            from musclelab.data.abdomen_phantom import TARGET_ALIASES, TARGETS
-
-            target = str(source.get("target", "liver"))
-            entry = TARGETS.get(TARGET_ALIASES.get(target, target))
-            return tuple(entry[1]) if entry else None
-        if name == "lumbar_phantom":
-            from musclelab.phantoms.lumbar import CLASS_NAMES
-
-            return CLASS_NAMES
-        if root:
-            from musclelab.data.readers import build_reader
-
-            return tuple(build_reader(name, root, **(source.get("reader") or {})).class_names)
-    except Exception:  # noqa: BLE001 - anything wrong here is reported by the source itself when it loads
-        return None
-    return None
-
-
-def check_labels_early(data_cfg: Any) -> None:
-    """Validate ``data.labels`` against the source's class names before any data is loaded (when they are
-    known from the config); a no-op without ``data.labels``."""
-    labels = data_cfg.get("labels") if hasattr(data_cfg, "get") else None
-    if labels is None:
-        return
-    labels = list(labels) if not isinstance(labels, str) else [labels]
-    source = data_cfg.get("source")
-    source = dict(source) if source is not None else {}
-    names = static_class_names(str(data_cfg.get("name")), source, data_cfg.get("root"))
-    if names is not None:
-        resolve_labels(labels, names)
-    elif not labels:
-        raise ConfigError(f"{FIELD} is empty: name at least one foreground class")

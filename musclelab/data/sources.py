@@ -1,253 +1,138 @@
-"""Data sources chosen by name (``data.name``): each returns a :class:`SliceSet` of 2D slices in HU.
+"""The one registry of data sources (``data.name``): each source declares the forms it serves — 2D slices
+(``data.spatial_dims: 2``) and/or volumes (``data.spatial_dims: 3``) — and the class names its settings give.
 
-A source only reads or generates data; splitting, windowing and augmentation happen downstream in the
-datamodule, so every source trains exactly like every other.
+* Built-in phantoms (:mod:`musclelab.data.phantom_sources`): ``phantom`` (L3, slices), ``abdomen_phantom``
+  (slices and volumes), ``lumbar_phantom`` (slices, with their whole volumes), ``thigh_phantom`` (volumes).
+* Data sets read from ``data.root`` through their reader (:mod:`musclelab.data.readers`), after a header check
+  (:func:`musclelab.data.verify.verify_dataset`): ``lits``, ``btcv``, ``chaos``, ``msd`` (slices and volumes),
+  ``l3_folder`` (slices). Slices come from the slice store (:mod:`musclelab.data.cache`), volumes from the
+  volume store (:mod:`musclelab.data.volume_cache`).
+
+An unknown name, or a name without the form asked for, fails before any data is loaded, listing the known ones
+(:func:`source_form`). :func:`load_source` (slices) and :func:`load_volume_source` (volumes) are the entry points
+the datamodule calls; :func:`check_labels_early` checks ``data.labels`` against the declared class names.
 """
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from musclelab.data import phantom_sources as ph
+from musclelab.data.case import Case
+from musclelab.data.containers import SliceSet, SourceData, SourceVolumes, VolumeSet
+from musclelab.data.labels import apply_to_source, resolve_labels
+from musclelab.errors import ConfigError
 from musclelab.registry import Registry
 
-if TYPE_CHECKING:
-    from musclelab.data.source_volumes import SourceVolumes
+FORMS = {2: "slices", 3: "volumes"}
 
 
-class RowView:
-    """Rows ``index`` of a (memory-mapped) array, without reading them: indexing reads only the rows asked for.
+@dataclass(frozen=True)
+class Source:
+    """One data set: ``slices(**params) -> SourceData`` and/or ``volumes(**params) -> VolumeItems`` (``None``: the
+    form is not served), ``class_names(**params)`` the classes its settings give (``None`` when only loading can
+    tell), ``reads_files``: read from ``data.root`` (``True``) or generated (``False``)."""
 
-    Splitting a cached data set into train/val/test then costs no memory, however large the cache.
-    """
-
-    def __init__(self, base: "np.ndarray | RowView", index: np.ndarray) -> None:
-        index = np.asarray(index, dtype=np.int64)
-        if isinstance(base, RowView):
-            base, index = base.base, base.index[index]
-        self.base, self.index = base, index
-
-    def __len__(self) -> int:
-        return len(self.index)
+    slices: Callable[..., SourceData] | None
+    volumes: Callable[..., Any] | None
+    class_names: Callable[..., tuple[str, ...] | None]
+    reads_files: bool = False
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        return (len(self.index), *self.base.shape[1:])
-
-    @property
-    def dtype(self) -> np.dtype:
-        return self.base.dtype
-
-    def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
-        return self.base[self.index[key]]
-
-    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
-        rows = np.asarray(self.base[self.index])
-        return rows if dtype is None else rows.astype(dtype)
+    def forms(self) -> tuple[int, ...]:
+        """The ``data.spatial_dims`` this source serves."""
+        return tuple(d for d, f in ((2, self.slices), (3, self.volumes)) if f is not None)
 
 
-def _rows(array: "np.ndarray | RowView", index: np.ndarray) -> "np.ndarray | RowView":
-    """``array[index]``: a lazy :class:`RowView` for memory-mapped data, a copy for arrays in memory."""
-    return RowView(array, index) if isinstance(array, (np.memmap, RowView)) else array[index]
+SOURCES: Registry[Source] = Registry("dataset", "data.name")
+
+SOURCES.register("phantom")(Source(ph.l3_slices, None, ph.l3_class_names))
+SOURCES.register("abdomen_phantom")(Source(ph.abdomen_slices, ph.abdomen_volumes, ph.abdomen_class_names))
+SOURCES.register("lumbar_phantom")(Source(ph.lumbar_slices, None, ph.lumbar_class_names))
+SOURCES.register("thigh_phantom")(Source(None, ph.thigh_volumes, ph.thigh_class_names))
 
 
-@dataclass
-class SliceSet:
-    """2D slices with labels and physical spacing.
+def source_form(name: str, spatial_dims: int = 2) -> Callable[..., Any]:
+    """The builder of source ``name`` in the form ``spatial_dims`` asks for (2: slices, 3: volumes).
 
-    images: ``(N, H, W)`` in HU — float32 in memory, or a read-only int16/float32 memory map from the slice
-    cache, or a :class:`RowView` of one (index it; do not convert the whole array); labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
-    (row, column); meta: one row per slice with at least ``case_id`` and ``patient_id``;
-    class_names: label value -> name, background first.
-    observers: optional extra annotations of the same slices, observer name -> ``(N, H, W)`` label maps
-    (human readers of an L3 folder, or the phantom's simulated observers).
+    Raises:
+        UnknownNameError: ``name`` is not registered (the message lists the known data sets).
+        ConfigError: the source does not serve that form (the message lists the data sets that do).
     """
-
-    images: np.ndarray
-    labels: np.ndarray
-    spacing: np.ndarray
-    meta: pd.DataFrame
-    class_names: tuple[str, ...]
-    observers: dict[str, np.ndarray] | None = None
-
-    def __post_init__(self) -> None:
-        n = len(self.images)
-        if not (len(self.labels) == len(self.spacing) == len(self.meta) == n):
-            raise ValueError("SliceSet: images, labels, spacing and meta must have the same length")
-        for col in ("case_id", "patient_id"):
-            if col not in self.meta.columns:
-                raise ValueError(f"SliceSet.meta needs a '{col}' column")
-        self.meta = self.meta.reset_index(drop=True)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, index: np.ndarray) -> "SliceSet":
-        """The slices at ``index`` (in that order)."""
-        observers = {k: v[index] for k, v in self.observers.items()} if self.observers else None
-        return SliceSet(_rows(self.images, index), _rows(self.labels, index), self.spacing[index],
-                        self.meta.iloc[index].reset_index(drop=True), self.class_names, observers)
-
-    @staticmethod
-    def concat(parts: list["SliceSet"]) -> "SliceSet":
-        """Join slice sets with the same classes."""
-        names = {p.class_names for p in parts}
-        if len(names) != 1:
-            raise ValueError(f"cannot join slice sets with different classes: {sorted(names)}")
-        observers = None
-        if all(p.observers for p in parts) and len({tuple(sorted(p.observers)) for p in parts}) == 1:
-            observers = {k: np.concatenate([p.observers[k] for p in parts]) for k in parts[0].observers}
-        return SliceSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
-                        np.concatenate([p.spacing for p in parts]),
-                        pd.concat([p.meta for p in parts], ignore_index=True), parts[0].class_names, observers)
+    src = SOURCES.get(name)
+    fn = src.slices if int(spatial_dims) == 2 else src.volumes
+    if fn is None:
+        other = {2: 3, 3: 2}[int(spatial_dims)]
+        serving = [n for n in SOURCES.names() if int(spatial_dims) in SOURCES.get(n).forms]
+        raise ConfigError(f"data.name={name} has no {FORMS[int(spatial_dims)][:-1]} form (data.spatial_dims="
+                          f"{spatial_dims}; it serves data.spatial_dims={other}); {FORMS[int(spatial_dims)]} data "
+                          f"sets: {', '.join(serving)}")
+    return fn
 
 
-@dataclass
-class SourceData:
-    """What a source hands the datamodule: a pool to split, and optionally a fixed external test set."""
-
-    pool: SliceSet
-    external_test: SliceSet | None = None
-    # whole volumes of the pool's patients for volume-level scoring of 2D models (data/source_volumes.py)
-    volumes: "SourceVolumes | None" = None
+# --- reader-backed sources ---------------------------------------------------------------------------------------
 
 
-SourceFn = Callable[..., SourceData]
-SOURCES: Registry[SourceFn] = Registry("dataset", "data.name")
+def open_reader(name: str, root: str | None, reader: dict | None = None) -> Any:
+    """The reader of data set ``name`` on ``root`` (``data.source.reader`` settings), headers checked."""
+    from musclelab.data.readers import build_reader
+    from musclelab.data.verify import verify_dataset
+
+    if not root:
+        raise ConfigError(f"data={name} needs the data set's folder: add data.root=/path/to/{name}")
+    rdr = build_reader(name, root, **(reader or {}))
+    verify_dataset(rdr, decode=False).raise_if_errors()  # headers only; decoding checks run in the store's build
+    return rdr
 
 
-@SOURCES.register("phantom")
-def phantom_source(
-    *, img_size: int, target: str = "muscle", site: str = "a", n_cases: int = 160,
-    test_site: str | None = None, n_test_cases: int = 40, phantom_seed: int = 0, n_observers: int = 0,
-    observer_cases: int | None = None,
-) -> SourceData:
-    """The built-in L3 phantom: ``n_cases`` subjects at ``site``; with ``test_site`` the test set is
-    ``n_test_cases`` subjects of that other site (domain shift) instead of a hold-out of the pool.
-    ``n_observers`` simulated readers re-contour every slice (for comparisons with human observers), or only the
-    last ``observer_cases`` subjects of the pool (meta ``has_observers``; as the paper's observers contoured
-    only its 37 test images: ``data.test_set=observers`` makes them the test set)."""
-    from musclelab.data.phantom import LABEL_MAPS, generate_phantom, observer_masks
-
-    if target not in LABEL_MAPS:
-        raise ValueError(f"data.target '{target}' unknown for the phantom; known targets: {', '.join(LABEL_MAPS)}")
-
-    def make(site_: str, n: int) -> SliceSet:
-        ph = generate_phantom(n=n, size=img_size, site=site_, seed=phantom_seed)
-        meta = ph.meta.copy()
-        if "case_id" not in meta.columns:
-            meta["case_id"] = meta["patient_id"]
-        labels, spacing = ph.labels[target], np.asarray(ph.spacing, float)
-        observers = None
-        if n_observers > 0:
-            per_case = np.stack([observer_masks(labels[i], spacing[i], n_observers, seed=(phantom_seed, i))
-                                 for i in range(len(labels))])
-            observers = {f"observer_{j + 1}": per_case[:, j] for j in range(n_observers)}
-            if observer_cases is not None and site_ == site:  # the pool: only the last observer_cases subjects
-                if not 0 < observer_cases < len(labels):
-                    raise ValueError(f"data.source.observer_cases={observer_cases} must be in 1..{len(labels) - 1}")
-                meta["has_observers"] = np.arange(len(labels)) >= len(labels) - observer_cases
-        return SliceSet(ph.images.astype(np.float32), labels, spacing, meta, tuple(LABEL_MAPS[target]), observers)
-
-    pool = make(site, n_cases)
-    external = make(test_site, n_test_cases) if test_site else None
-    return SourceData(pool, external)
-
-
-@SOURCES.register("abdomen_phantom")
-def abdomen_phantom_source(*, img_size: int, site: str = "lits", n_volumes: int = 20, target: str = "liver",
-                           slices: str = "target", margin: int = 2, phantom_seed: int = 0,
-                           test_site: str | None = None, n_test_volumes: int = 6) -> SourceData:
-    """The built-in 3D abdominal phantom with a liver: ``n_volumes`` volumes of ``site`` (lits | btcv | chaos),
-    served as 2D axial slices. ``target``: liver (label >= 1) | tumour (label 2) | liver_tumour (3 classes);
-    ``slices``: ``target`` (slices containing the target +- ``margin`` slices) or ``all``. A volume's slices
-    share its ``patient_id`` (patient-level splits keep them together). With ``test_site`` the test set is
-    ``n_test_volumes`` volumes of that site (drawn after the pool's volumes when it is the pool's own site)."""
-    from musclelab.data.abdomen_phantom import LIVER_SITES, TARGET_ALIASES, TARGETS, generate_abdomen_volume
-    from musclelab.data.preprocess import target_slice_indices
-
-    target = TARGET_ALIASES.get(str(target), str(target))
-    if target not in TARGETS:
-        raise ValueError(f"data.source.target '{target}' unknown for the abdomen phantom; known targets: "
-                         f"{', '.join(TARGETS)}")
-    for field_, value in (("site", site), ("test_site", test_site)):
-        if value is not None and value not in LIVER_SITES:
-            raise ValueError(f"data.source.{field_} '{value}' unknown for the abdomen phantom; known sites: "
-                             f"{', '.join(LIVER_SITES)}")
-    if slices not in ("target", "all"):
-        raise ValueError(f"data.source.slices must be 'target' or 'all', got '{slices}'")
-    if int(margin) < 0:
-        raise ValueError(f"data.source.margin must be >= 0, got {margin}")
-    if int(n_volumes) < 1:
-        raise ValueError(f"data.source.n_volumes must be >= 1, got {n_volumes}")
-    mapping, class_names = TARGETS[target]
-    lut = np.zeros(256, np.uint8)
-    for raw, cls in mapping.items():
-        lut[raw] = cls
-
-    def make(site_: str, n: int, start: int, what: str) -> SliceSet:
-        images, labels, spacing, rows = [], [], [], []
-        for i in range(start, start + n):
-            vol = generate_abdomen_volume(i, site=site_, seed=phantom_seed, size=img_size)
-            lab = lut[vol.label]
-            index = np.arange(len(lab)) if slices == "all" else target_slice_indices(lab, int(margin))
-            if len(index) == 0:
-                continue
-            images.append(vol.image[index])
-            labels.append(lab[index])
-            spacing.append(np.tile([vol.spacing[1], vol.spacing[2]], (len(index), 1)))
-            for k in index:
-                rows.append({"case_id": f"{vol.meta['volume_id']}_z{int(k):03d}", "slice_index": int(k), **vol.meta})
-        if not rows:
-            raise ValueError(f"no slice of the {n} abdomen phantom volumes of site '{site_}' ({what}) contains the "
-                             f"target '{target}' (site {site_} has tumours in {LIVER_SITES[site_].p_tumour:.0%} of "
-                             "volumes): use more volumes, another site or target, or data.source.slices=all")
-        meta = pd.DataFrame(rows)
-        lead = ["case_id", "patient_id", "slice_index", "site", "contrast_phase"]
-        meta = meta[lead + [c for c in meta.columns if c not in lead]]
-        return SliceSet(np.concatenate(images).astype(np.float32), np.concatenate(labels), np.concatenate(spacing),
-                        meta, tuple(class_names))
-
-    pool = make(site, int(n_volumes), 0, "data.source.n_volumes")
-    external = None
-    if test_site:
-        start = int(n_volumes) if test_site == site else 0
-        external = make(test_site, int(n_test_volumes), start, "data.source.n_test_volumes")
-    return SourceData(pool, external)
-
-
-def _reader_source(name: str) -> SourceFn:
-    """A source that reads data set ``name`` from ``root`` through its reader, checks it, and serves its 2D
-    slices from the memory-mapped slice cache (built on first use, rebuilt when files or settings change)."""
-
-    def source(*, img_size: int, root: str | None, cache_dir: str, slices: str = "target", margin: int = 0,
+def _reader_slices(name: str) -> Callable[..., SourceData]:
+    def slices(*, img_size: int, root: str | None, cache_dir: str, slices: str = "target", margin: int = 0,
                reader: dict | None = None) -> SourceData:
         from musclelab.data.cache import SliceCache
         from musclelab.data.preprocess import SlicePreprocess
-        from musclelab.data.readers import build_reader
-        from musclelab.data.verify import verify_dataset
-        from musclelab.errors import ConfigError
 
-        if not root:
-            raise ConfigError(f"data={name} needs the data set's folder: add data.root=/path/to/{name}")
-        rdr = build_reader(name, root, **(reader or {}))
-        verify_dataset(rdr, decode=False).raise_if_errors()  # headers only; decoding checks run in the cache build
-        pre = SlicePreprocess(img_size=img_size, slices=slices, margin=margin)
-        pool = SliceCache.build_or_load(rdr, pre, cache_dir, name)
-        pool.observers = _reader_observers(rdr, pool, img_size)
-        from musclelab.data.source_volumes import reader_volumes
-
+        rdr = open_reader(name, root, reader)
+        pool = SliceCache.build_or_load(rdr, SlicePreprocess(img_size=img_size, slices=slices, margin=margin),
+                                        cache_dir, name)
+        pool.observers = reader_observers(rdr, pool, img_size)
         return SourceData(pool, volumes=reader_volumes(rdr, img_size))  # whole volumes for eval.level=volume
 
-    source.__doc__ = f"Data set '{name}' from data.root through the '{name}' reader and the slice cache."
-    return source
+    slices.__doc__ = f"Data set '{name}' from data.root through the '{name}' reader and the slice store."
+    return slices
 
 
-def _reader_observers(reader, pool: SliceSet, img_size: int) -> dict[str, np.ndarray] | None:
+def _reader_volumes(name: str) -> Callable[..., Any]:
+    def volumes(*, root: str | None, cache_dir: str, reader: dict | None = None, **_slice_only: Any) -> Any:
+        from musclelab.data.volume_cache import ReaderVolumes
+
+        return ReaderVolumes(open_reader(name, root, reader), name, Path(cache_dir))
+
+    volumes.__doc__ = f"Data set '{name}' read from data.root as volumes."
+    return volumes
+
+
+def _reader_class_names(name: str) -> Callable[..., tuple[str, ...] | None]:
+    def class_names(root: str | None = None, reader: dict | None = None, **_: Any) -> tuple[str, ...] | None:
+        if not root:
+            return None
+        from musclelab.data.readers import build_reader
+
+        return tuple(build_reader(name, root, **(reader or {})).class_names)
+
+    return class_names
+
+
+for _name, _forms in (("lits", (2, 3)), ("btcv", (2, 3)), ("chaos", (2, 3)), ("msd", (2, 3)), ("l3_folder", (2,))):
+    SOURCES.register(_name)(Source(_reader_slices(_name), _reader_volumes(_name) if 3 in _forms else None,
+                                   _reader_class_names(_name), reads_files=True))
+
+
+def reader_observers(reader: Any, pool: SliceSet, img_size: int) -> dict[str, np.ndarray] | None:
     """Extra annotators' masks of single-slice cases (an L3 folder's ``observers/<name>/<id>.*``), resized like
     the cached slices; None when no case has them. Only observers who annotated every annotated case are kept,
     so each observer is compared on the same slices. When only some cases were annotated (the paper's observers
@@ -279,9 +164,37 @@ def _reader_observers(reader, pool: SliceSet, img_size: int) -> dict[str, np.nda
     return {n: np.stack(v) for n, v in per_name.items()} if per_name else None
 
 
-for _name in ("lits", "btcv", "chaos", "l3_folder", "msd"):
-    SOURCES.register(_name)(_reader_source(_name))
+def reader_volumes(reader: Any, img_size: int | None) -> SourceVolumes:
+    """The whole volumes of a reader-backed source (``data=<name> data.root=DIR``): each case of a patient decoded
+    by the reader and every slice resized in-plane exactly as the slice store resizes them (same ``img_size``), so
+    a 2D model sees the grid it was trained on; the z spacing is the scan's own. ``meta["l3_index"]`` of a case,
+    when its reader provides one, marks the L3 slice."""
+    from musclelab.data.cache_core import class_names_of
+    from musclelab.data.preprocess import SlicePreprocess, case_to_slice_arrays
 
+    pre = SlicePreprocess(img_size=img_size, slices="all")
+    by_patient: dict[str, list[Any]] = {}
+    for ref in reader.scan():
+        by_patient.setdefault(str(ref.patient_id), []).append(ref)
+
+    def load(patient_id: str) -> list[Case]:
+        out = []
+        for ref in by_patient.get(patient_id, []):
+            case = reader.load(ref)
+            if case.label is None:
+                continue
+            images, labels, spacing, _ = case_to_slice_arrays(case, pre)
+            z = float(case.spacing[0]) if case.is_volume else float("nan")
+            l3 = case.meta.get("l3_index")
+            out.append(Case(case.case_id, case.patient_id, images, np.asarray(labels, np.uint8),
+                            (z, float(spacing[0, 0]), float(spacing[0, 1])),
+                            {"l3_index": None if l3 is None else int(l3)}))
+        return out
+
+    return SourceVolumes(load, class_names_of(reader))
+
+
+# --- loading -----------------------------------------------------------------------------------------------------
 
 # arguments the datamodule supplies itself (from data.img_size, data.root, data.cache_dir), not data.source
 SUPPLIED = ("img_size", "root", "cache_dir")
@@ -289,9 +202,9 @@ SUPPLIED = ("img_size", "root", "cache_dir")
 
 def load_source(name: str, img_size: int, params: dict, root: str | None = None,
                 cache_dir: str | None = None, labels: list[str] | None = None) -> SourceData:
-    """Run the source called ``name`` with its ``data.source`` parameters; unknown parameters name the field.
+    """The slices of source ``name`` with its ``data.source`` parameters; unknown parameters name the field.
     ``labels`` (``data.labels``) reduces it to those classes, renumbered 1..k (:mod:`musclelab.data.labels`)."""
-    fn = SOURCES.get(name)
+    fn = source_form(name, 2)
     signature = inspect.signature(fn).parameters
     known = [p for p in signature if p not in SUPPLIED]
     unknown = sorted(set(params) - set(known))
@@ -299,12 +212,61 @@ def load_source(name: str, img_size: int, params: dict, root: str | None = None,
         raise ValueError(
             f"data.source.{unknown[0]} is not a parameter of dataset '{name}'; known parameters: {', '.join(known)}"
         )
-    supplied = {"img_size": img_size, "root": root, "cache_dir": cache_dir}
-    if root and "root" not in signature:
+    if root and not SOURCES.get(name).reads_files:
         raise ValueError(f"data.root is set but dataset '{name}' is generated, not read; remove data.root")
-    from musclelab.data.labels import apply_to_source
-
+    supplied = {"img_size": img_size, "root": root, "cache_dir": cache_dir}
     return apply_to_source(fn(**{k: v for k, v in supplied.items() if k in signature}, **params), labels)
 
 
-from musclelab.data import lumbar_source  # noqa: E402,F401  (registers lumbar_phantom; needs SOURCES above)
+def load_volume_source(name: str, params: dict, pre: Any, root: str | None, cache_dir: str | None) -> VolumeSet:
+    """The cached volumes of source ``name`` (``data.source`` = ``params``) preprocessed by ``pre``
+    (:class:`~musclelab.data.volumes.VolumePreprocess`); unknown parameters name the field."""
+    from musclelab.data.volume_cache import build_or_load
+
+    fn = source_form(name, 3)
+    if SOURCES.get(name).reads_files:
+        items = fn(root=root, cache_dir=str(cache_dir), **params)
+    else:
+        known = list(inspect.signature(fn).parameters)
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ConfigError(f"data.source.{unknown[0]} is not a parameter of volume dataset '{name}'; known "
+                              f"parameters: {', '.join(known)}")
+        if root:
+            raise ConfigError(f"data.root is set but dataset '{name}' is generated, not read; remove data.root")
+        items = fn(**params)
+    if not cache_dir:
+        raise ConfigError("data.cache_dir is not set: volumes are cached on disk (paths.cache_dir)")
+    return build_or_load(items, pre, cache_dir)
+
+
+# --- class names from the settings alone --------------------------------------------------------------------------
+
+
+def static_class_names(name: str, source: dict | None, root: str | None = None) -> tuple[str, ...] | None:
+    """The class names source ``name`` will serve, known from its settings alone (no pixel data read);
+    ``None`` when they can only be known by loading it."""
+    if name not in SOURCES:
+        return None
+    try:
+        return SOURCES.get(name).class_names(root=root, **dict(source or {}))
+    except Exception:  # noqa: BLE001 - anything wrong here is reported by the source itself when it loads
+        return None
+
+
+def check_labels_early(data_cfg: Any) -> None:
+    """Validate ``data.labels`` against the source's class names before any data is loaded (when they are
+    known from the config); a no-op without ``data.labels``."""
+    from musclelab.data.labels import FIELD
+
+    labels = data_cfg.get("labels") if hasattr(data_cfg, "get") else None
+    if labels is None:
+        return
+    labels = list(labels) if not isinstance(labels, str) else [labels]
+    source = data_cfg.get("source")
+    source = dict(source) if source is not None else {}
+    names = static_class_names(str(data_cfg.get("name")), source, data_cfg.get("root"))
+    if names is not None:
+        resolve_labels(labels, names)
+    elif not labels:
+        raise ConfigError(f"{FIELD} is empty: name at least one foreground class")

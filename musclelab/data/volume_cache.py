@@ -31,7 +31,8 @@ import pandas as pd
 
 from musclelab.data.cache_core import build_once, class_names_of, identity_key, reader_identity, save_npy
 from musclelab.data.case import Case
-from musclelab.data.volumes import VolumePreprocess, VolumeSet, preprocess_volume
+from musclelab.data.containers import VolumeSet
+from musclelab.data.volumes import VolumePreprocess, preprocess_volume
 from musclelab.io import atomic_write_text
 
 log = logging.getLogger(__name__)

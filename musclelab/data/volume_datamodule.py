@@ -20,8 +20,8 @@ from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.datamodule import SegmentationDataModule
-from musclelab.data.sources import SourceData
-from musclelab.data.volumes import BACKGROUND_HU, VolumePreprocess, VolumeSet
+from musclelab.data.containers import SourceData, VolumeSet
+from musclelab.data.volumes import BACKGROUND_HU, VolumePreprocess
 from musclelab.data.windowing import apply_window
 
 # keys of data.augment that only the 2D pipeline reads
@@ -171,7 +171,7 @@ class VolumeDataModule(SegmentationDataModule):
             raise ValueError("data.labels (label subsets) is not supported for volumes yet; use data.labels=null")
 
     def _load_source(self) -> SourceData:
-        from musclelab.data.volume_sources import load_volume_source
+        from musclelab.data.sources import load_volume_source
 
         vs = load_volume_source(self.name, self.source_params, self.preprocess, self.root, self.cache_dir)
         return SourceData(vs)  # type: ignore[arg-type]  (a VolumeSet splits like a SliceSet)

@@ -1,5 +1,5 @@
-"""Volumes for 3D training: preprocessing (resample to a target spacing, crop to the body), the in-memory view of
-a volume cache (:class:`VolumeSet`), and the way back to the source geometry for scoring and NIfTI output.
+"""Volumes for 3D training: preprocessing (resample to a target spacing, crop to the body) and the way back to
+the source geometry for scoring and NIfTI output.
 
 Preprocessing as Kim et al. 2024: resample to ``data.spacing`` (mm per array axis ``(z, row, col)``; the paper's
 (1.5, 1.5, 2.0) mm in (x, y, z) is ``[2.0, 1.5, 1.5]`` here) with MONAI ``Spacing`` (image linear, label nearest;
@@ -9,12 +9,10 @@ window change does not rebuild the cache).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
-import pandas as pd
 
 from musclelab.data.case import Case
 
@@ -115,77 +113,10 @@ def to_source_geometry(pred: np.ndarray, resampled_shape: Sequence[int], crop_st
     return back[0, 0].to(torch.uint8).numpy()
 
 
-@dataclass
-class VolumeSet:
-    """Cached volumes, opened lazily (memory-mapped on access, so memory does not grow with their number).
-
-    ``dirs``: the cache directory; ``meta``: one row per volume with ``case_id``, ``patient_id``, ``shape_*``,
-    ``spacing_*`` (cached grid), ``source_*`` geometry, ``crop_*`` and ``source_file`` (the image it came from,
-    for NIfTI output on its grid; empty for generated data); ``class_names``; ``raters``: names of extra
-    annotations stored per volume (the phantom's raters).
-    """
-
-    root: Path
-    meta: pd.DataFrame
-    class_names: tuple[str, ...]
-    raters: tuple[str, ...] = ()
-    observers: None = field(default=None, repr=False)   # slice-set compatibility: volumes carry raters instead
-
-    def __post_init__(self) -> None:
-        self.meta = self.meta.reset_index(drop=True)
-        for col in ("case_id", "patient_id"):
-            if col not in self.meta.columns:
-                raise ValueError(f"VolumeSet.meta needs a '{col}' column")
-
-    def __len__(self) -> int:
-        return len(self.meta)
-
-    def subset(self, index: np.ndarray) -> "VolumeSet":
-        return VolumeSet(self.root, self.meta.iloc[np.asarray(index, int)].reset_index(drop=True), self.class_names,
-                         self.raters)
-
-    def _load(self, kind: str, i: int) -> np.ndarray:
-        return np.load(self.root / kind / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
-
-    def image(self, i: int) -> np.ndarray:
-        """HU (int16, memory-mapped) of volume ``i`` on the cached grid."""
-        return self._load("images", i)
-
-    def label(self, i: int) -> np.ndarray:
-        return self._load("labels", i)
-
-    def source_label(self, i: int) -> np.ndarray:
-        """The reference label on the source grid (for metrics in the source geometry)."""
-        return self._load("source_labels", i)
-
-    def rater(self, name: str, i: int) -> np.ndarray:
-        """Rater ``name``'s label on the source grid."""
-        return np.load(self.root / "raters" / name / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
-
-    def class_indices(self, i: int) -> list[np.ndarray]:
-        """Per class, a random subsample of flat voxel indices of that class (for label-class patch sampling)."""
-        z = np.load(self.root / "indices" / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
-        return [row[row >= 0] for row in np.asarray(z)]
-
-    def spacing(self, i: int) -> tuple[float, float, float]:
-        r = self.meta.iloc[i]
-        return float(r["spacing_z_mm"]), float(r["spacing_row_mm"]), float(r["spacing_col_mm"])
-
-    def source_spacing(self, i: int) -> tuple[float, float, float]:
-        r = self.meta.iloc[i]
-        return float(r["source_spacing_z_mm"]), float(r["source_spacing_row_mm"]), float(r["source_spacing_col_mm"])
-
-    def geometry(self, i: int) -> dict[str, tuple[int, ...]]:
-        r = self.meta.iloc[i]
-        return {"resampled_shape": tuple(int(r[f"resampled_{a}"]) for a in "zyx"),
-                "crop_start": tuple(int(r[f"crop_{a}"]) for a in "zyx"),
-                "source_shape": tuple(int(r[f"source_{a}"]) for a in "zyx")}
-
-
 def volume_problems(reader: Any) -> list:
     """Header checks that matter only for 3D training (``musclelab data verify`` with ``data.spatial_dims=3``):
     every image must be a volume with a positive spacing on every axis (resampling needs it)."""
-    from musclelab.data.readers.base import Problem
+    from musclelab.data.readers.problems import Problem
 
     out = []
     for ref in reader.scan():

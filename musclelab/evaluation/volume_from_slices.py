@@ -10,7 +10,7 @@
 
 Every slice of a test volume is predicted, also those without any label, because a 2D model's false positives
 above and below the muscle count against it in 3D. Volumes come from the source
-(:class:`~musclelab.data.source_volumes.SourceVolumes`); scoring uses :func:`musclelab.metrics.case_metrics`;
+(:class:`~musclelab.data.containers.SourceVolumes`); scoring uses :func:`musclelab.metrics.case_metrics`;
 predicted masks (and their references) are written as NIfTI through :func:`musclelab.outputs.nifti.save_nifti`
 into ``test_volumes/`` when ``eval.save_volumes`` is true.
 """
@@ -100,7 +100,7 @@ def evaluate_volumes(predict: Callable[[np.ndarray], np.ndarray], volumes: Any, 
         for vol in volumes.load(pid):
             slices = predict_slices(predict, vol.image, window, channels, batch_size)
             pred = stack_slices(slices, range(len(slices)), len(vol.image))
-            for row in score_volume(pred, vol.label, vol.spacing, class_names, vol.l3_index):
+            for row in score_volume(pred, vol.label, vol.spacing, class_names, vol.meta.get("l3_index")):
                 rows.append({"case_id": vol.case_id, "patient_id": vol.patient_id, **row})
             if nifti_dir is not None:
                 from musclelab.outputs.nifti import save_nifti

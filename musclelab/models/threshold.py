@@ -146,7 +146,7 @@ def phantom_inner_boundary(case_id: str, image_hu: np.ndarray, seed: int = 0) ->
     canal, enclosed by bone, stays outside, as in the paper's tool). The subject is regenerated at the
     slice's size from ``seed`` (``data.source.phantom_seed``); ``ValueError`` unless it reproduces
     ``image_hu`` exactly (another seed, a resized or a non-phantom slice)."""
-    from musclelab.data.phantom import generate_phantom
+    from musclelab.phantoms.l3 import generate_phantom
 
     m = _PHANTOM_ID.match(str(case_id))
     if m is None:

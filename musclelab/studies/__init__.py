@@ -93,13 +93,10 @@ def study_datasets(cfg: DictConfig, overrides: Sequence[str],
 
 def _check_root(name: str, group: str, data: DictConfig) -> None:
     """Fail before any stage trains when a data set that is read from disk has no ``root``."""
-    import inspect
-
     from musclelab.data.sources import SOURCES
     from musclelab.errors import ConfigError
 
-    if str(data.get("name")) in SOURCES and "root" in inspect.signature(SOURCES.get(str(data.name))).parameters \
-            and not data.get("root"):
+    if str(data.get("name")) in SOURCES and SOURCES.get(str(data.name)).reads_files and not data.get("root"):
         raise ConfigError(f"study data set '{name}' (data={group}) is read from disk but has no folder: add "
                           f"study.datasets.{name}.root=/path/to/{name}")
 

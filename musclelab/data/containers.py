@@ -1,0 +1,209 @@
+"""The data containers between the stores and the datamodule; a reader's record is :class:`~musclelab.data.case.Case`.
+
+* :class:`SliceSet`: 2D slices in HU with labels, spacing (mm), meta and class names (in memory, or memory-mapped
+  from the slice store, :mod:`musclelab.data.cache`); subsets are lazy :class:`RowView` s of the memory map.
+* :class:`VolumeSet`: the volume store's cached volumes (:mod:`musclelab.data.volume_cache`), opened lazily.
+* :class:`SourceVolumes`: the whole volumes behind a 2D source, as :class:`~musclelab.data.case.Case` s loaded per
+  patient on demand, for volume-level scoring of 2D models (``eval.level``).
+* :class:`SourceData`: what a source hands the datamodule: the pool to split, an optional external test set and
+  the optional :class:`SourceVolumes`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from musclelab.data.case import Case
+
+
+class RowView:
+    """Rows ``index`` of a (memory-mapped) array, without reading them: indexing reads only the rows asked for.
+
+    Splitting a cached data set into train/val/test then costs no memory, however large the cache.
+    """
+
+    def __init__(self, base: "np.ndarray | RowView", index: np.ndarray) -> None:
+        index = np.asarray(index, dtype=np.int64)
+        if isinstance(base, RowView):
+            base, index = base.base, base.index[index]
+        self.base, self.index = base, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    def __getitem__(self, key: int | slice | np.ndarray) -> np.ndarray:
+        return self.base[self.index[key]]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        rows = np.asarray(self.base[self.index])
+        return rows if dtype is None else rows.astype(dtype)
+
+
+def _rows(array: "np.ndarray | RowView", index: np.ndarray) -> "np.ndarray | RowView":
+    """``array[index]``: a lazy :class:`RowView` for memory-mapped data, a copy for arrays in memory."""
+    return RowView(array, index) if isinstance(array, (np.memmap, RowView)) else array[index]
+
+
+@dataclass
+class SliceSet:
+    """2D slices with labels and physical spacing.
+
+    images: ``(N, H, W)`` in HU — float32 in memory, or a read-only int16/float32 memory map from the slice
+    cache, or a :class:`RowView` of one (index it; do not convert the whole array); labels: uint8 ``(N, H, W)``; spacing: float ``(N, 2)`` mm per pixel
+    (row, column); meta: one row per slice with at least ``case_id`` and ``patient_id``;
+    class_names: label value -> name, background first.
+    observers: optional extra annotations of the same slices, observer name -> ``(N, H, W)`` label maps
+    (human readers of an L3 folder, or the phantom's simulated observers).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    spacing: np.ndarray
+    meta: pd.DataFrame
+    class_names: tuple[str, ...]
+    observers: dict[str, np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if not (len(self.labels) == len(self.spacing) == len(self.meta) == n):
+            raise ValueError("SliceSet: images, labels, spacing and meta must have the same length")
+        for col in ("case_id", "patient_id"):
+            if col not in self.meta.columns:
+                raise ValueError(f"SliceSet.meta needs a '{col}' column")
+        self.meta = self.meta.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, index: np.ndarray) -> "SliceSet":
+        """The slices at ``index`` (in that order)."""
+        observers = {k: v[index] for k, v in self.observers.items()} if self.observers else None
+        return SliceSet(_rows(self.images, index), _rows(self.labels, index), self.spacing[index],
+                        self.meta.iloc[index].reset_index(drop=True), self.class_names, observers)
+
+    @staticmethod
+    def concat(parts: list["SliceSet"]) -> "SliceSet":
+        """Join slice sets with the same classes."""
+        names = {p.class_names for p in parts}
+        if len(names) != 1:
+            raise ValueError(f"cannot join slice sets with different classes: {sorted(names)}")
+        observers = None
+        if all(p.observers for p in parts) and len({tuple(sorted(p.observers)) for p in parts}) == 1:
+            observers = {k: np.concatenate([p.observers[k] for p in parts]) for k in parts[0].observers}
+        return SliceSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
+                        np.concatenate([p.spacing for p in parts]),
+                        pd.concat([p.meta for p in parts], ignore_index=True), parts[0].class_names, observers)
+
+
+@dataclass
+class VolumeSet:
+    """Cached volumes, opened lazily (memory-mapped on access, so memory does not grow with their number).
+
+    ``dirs``: the cache directory; ``meta``: one row per volume with ``case_id``, ``patient_id``, ``shape_*``,
+    ``spacing_*`` (cached grid), ``source_*`` geometry, ``crop_*`` and ``source_file`` (the image it came from,
+    for NIfTI output on its grid; empty for generated data); ``class_names``; ``raters``: names of extra
+    annotations stored per volume (the phantom's raters).
+    """
+
+    root: Path
+    meta: pd.DataFrame
+    class_names: tuple[str, ...]
+    raters: tuple[str, ...] = ()
+    observers: None = field(default=None, repr=False)   # slice-set compatibility: volumes carry raters instead
+
+    def __post_init__(self) -> None:
+        self.meta = self.meta.reset_index(drop=True)
+        for col in ("case_id", "patient_id"):
+            if col not in self.meta.columns:
+                raise ValueError(f"VolumeSet.meta needs a '{col}' column")
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def subset(self, index: np.ndarray) -> "VolumeSet":
+        return VolumeSet(self.root, self.meta.iloc[np.asarray(index, int)].reset_index(drop=True), self.class_names,
+                         self.raters)
+
+    def _load(self, kind: str, i: int) -> np.ndarray:
+        return np.load(self.root / kind / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
+
+    def image(self, i: int) -> np.ndarray:
+        """HU (int16, memory-mapped) of volume ``i`` on the cached grid."""
+        return self._load("images", i)
+
+    def label(self, i: int) -> np.ndarray:
+        return self._load("labels", i)
+
+    def source_label(self, i: int) -> np.ndarray:
+        """The reference label on the source grid (for metrics in the source geometry)."""
+        return self._load("source_labels", i)
+
+    def rater(self, name: str, i: int) -> np.ndarray:
+        """Rater ``name``'s label on the source grid."""
+        return np.load(self.root / "raters" / name / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
+
+    def class_indices(self, i: int) -> list[np.ndarray]:
+        """Per class, a random subsample of flat voxel indices of that class (for label-class patch sampling)."""
+        z = np.load(self.root / "indices" / f"{self.meta.at[i, 'case_id']}.npy", mmap_mode="r")
+        return [row[row >= 0] for row in np.asarray(z)]
+
+    def spacing(self, i: int) -> tuple[float, float, float]:
+        r = self.meta.iloc[i]
+        return float(r["spacing_z_mm"]), float(r["spacing_row_mm"]), float(r["spacing_col_mm"])
+
+    def source_spacing(self, i: int) -> tuple[float, float, float]:
+        r = self.meta.iloc[i]
+        return float(r["source_spacing_z_mm"]), float(r["source_spacing_row_mm"]), float(r["source_spacing_col_mm"])
+
+    def geometry(self, i: int) -> dict[str, tuple[int, ...]]:
+        r = self.meta.iloc[i]
+        return {"resampled_shape": tuple(int(r[f"resampled_{a}"]) for a in "zyx"),
+                "crop_start": tuple(int(r[f"crop_{a}"]) for a in "zyx"),
+                "source_shape": tuple(int(r[f"source_{a}"]) for a in "zyx")}
+
+
+class SourceVolumes:
+    """Whole volumes by patient id, loaded on demand by ``load(patient_id) -> list[Case]`` (a patient may have
+    several scans). Each :class:`~musclelab.data.case.Case` holds ``image`` float32 HU and ``label`` ``(Z, H, W)``
+    on the in-plane grid of the source's slices, ``spacing`` mm ``(z, row, col)`` (z = the slice thickness) and,
+    when known, ``meta["l3_index"]`` (the L3 slice). ``lut`` relabels the labels to a label subset
+    (:func:`musclelab.data.labels.apply_to_source`)."""
+
+    def __init__(self, load: Callable[[str], list[Case]], class_names: Sequence[str],
+                 lut: np.ndarray | None = None) -> None:
+        self._load = load
+        self.class_names = tuple(class_names)
+        self.lut = lut
+
+    def relabelled(self, lut: np.ndarray, class_names: Sequence[str]) -> "SourceVolumes":
+        """The same volumes with labels mapped through ``lut`` (on top of any earlier mapping)."""
+        return SourceVolumes(self._load, class_names, lut if self.lut is None else lut[self.lut])
+
+    def load(self, patient_id: str) -> list[Case]:
+        """The volumes of ``patient_id``, relabelled to the subset."""
+        out = self._load(str(patient_id))
+        if self.lut is None:
+            return out
+        return [replace(v, label=self.lut[np.asarray(v.label)]) for v in out]
+
+
+@dataclass
+class SourceData:
+    """What a source hands the datamodule: a pool to split (slices, or cached volumes in 3D), optionally a fixed
+    external test set, and optionally the whole volumes of the pool's patients (volume-level scoring of 2D models)."""
+
+    pool: "SliceSet | VolumeSet"
+    external_test: SliceSet | None = None
+    volumes: SourceVolumes | None = None
