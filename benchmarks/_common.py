@@ -19,7 +19,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 def compose(overrides: list[str], run_dir: Path) -> Any:
     """The training config ``musclelab train <overrides>`` would run, writing into ``run_dir``."""
-    from musclelab.cli import compose_train_config
+    from musclelab.compose import compose_train_config
 
     return compose_train_config([*overrides, f"paths.output_dir={run_dir}"])
 

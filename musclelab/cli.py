@@ -25,7 +25,6 @@ import yaml
 SUBCOMMANDS = ("train", "transfer", "pretrain", "report", "phantom", "data", "predict")
 
 
-from musclelab.config_paths import config_dir  # noqa: E402  (re-exported: musclelab.cli.config_dir)
 
 
 def _quote(value: str) -> str:
@@ -58,41 +57,10 @@ def resume_overrides(args: list[str]) -> list[str]:
 
 def run_train(args: list[str]) -> None:
     """Run the Hydra training app with ``args`` as its command line."""
-    import hydra
-    from omegaconf import DictConfig
-
-    from musclelab.errors import ConfigError
+    from musclelab.compose import run_app
     from musclelab.train import train
 
-    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-    def _main(cfg: DictConfig) -> float | None:
-        try:
-            result = train(cfg)
-        except ConfigError as err:  # the user's to fix: say what and where, no traceback
-            print(f"musclelab train: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-        return result.get("best_score")
-
-    sys.argv = ["musclelab train", *resume_overrides(args)]
-    _precheck("train", sys.argv[1:])
-    _main()
-
-
-def _precheck(command: str, args: list[str]) -> None:
-    """Compose and validate the command line before Hydra runs it: a mistake is one line, exit 2."""
-    from musclelab.config_validation import precheck_overrides
-    from musclelab.errors import ConfigError
-
-    flags_with_values = ("-c", "--cfg", "-i", "--info", "-cn", "--config-name", "-cp", "--config-path", "-cd",
-                         "--config-dir", "--experimental-rerun", "--package", "-p", "--resolve")
-    if any(a in ("-h", "--help", "--hydra-help", "--version", "--shell-completion", "-sc", *flags_with_values)
-           or a.startswith(tuple(f + "=" for f in flags_with_values)) for a in args):
-        return  # Hydra's own options: let Hydra handle the command line
-    try:
-        precheck_overrides(args, _compose_raw)
-    except ConfigError as err:
-        print(f"musclelab {command}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_app("train", resume_overrides(args), lambda cfg: train(cfg).get("best_score"))
 
 
 def run_phantom(args: list[str]) -> None:
@@ -145,30 +113,9 @@ def run_phantom(args: list[str]) -> None:
     print(f"wrote {ns.n} {what} (site {site}, {ns.size}x{ns.size}) to {out}")
 
 
-def _compose_raw(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("train", overrides=overrides)
-
-
-def compose_train_config(overrides: list[str]):
-    """The training config composed exactly as ``musclelab train`` would, without running Hydra's app; a
-    composition error (unknown option or key) is a one-line :class:`~musclelab.errors.ConfigError`."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from musclelab.config_validation import compose_error
-    from musclelab.errors import ConfigError
-
-    try:
-        return _compose_raw(overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(compose_error(err, overrides, _compose_raw)) from None
-
-
 def run_data(args: list[str]) -> None:
     """``musclelab data verify|prepare <dataset> --root DIR [Hydra overrides]``."""
+    from musclelab.compose import compose_train_config
     from musclelab.errors import ConfigError
     from musclelab.train import validate_config
 
@@ -227,6 +174,7 @@ def _prepare(cfg) -> None:
 def run_pretrain(args: list[str]) -> None:
     """``musclelab pretrain``: the pretext stage of ``init=autoencoder|jigsaw`` for a data split, cached by hash
     (the same cache training uses); prints the trunk weights file."""
+    from musclelab.compose import compose_train_config
     from musclelab.errors import ConfigError
     from musclelab.pretext import PRETEXT_TASKS
     from musclelab.pretext.pretrain import pretrained_trunk

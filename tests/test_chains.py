@@ -14,7 +14,7 @@ import pytest
 from omegaconf import DictConfig
 
 from conftest import TINY, compose_cfg
-from musclelab.cli import compose_train_config
+from musclelab.compose import compose_train_config
 from musclelab.errors import ConfigError
 from musclelab.outputs.status import read_status
 from musclelab.studies import (all_orderings, backward_transfer, chain_metrics, forgetting, forward_transfer,

@@ -12,7 +12,7 @@ import fake_datasets as F  # noqa: E402
 from conftest import TINY, run_cli  # noqa: E402
 
 from musclelab import cli  # noqa: E402
-from musclelab.cli import compose_train_config  # noqa: E402
+from musclelab.compose import compose_train_config  # noqa: E402
 from musclelab.config_validation import RULES, Rule, problems, validate  # noqa: E402
 from musclelab.errors import ConfigError  # noqa: E402
 

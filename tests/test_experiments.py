@@ -19,7 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from musclelab.cli import config_dir
+from musclelab.compose import config_dir
 from musclelab.outputs.status import read_status
 from musclelab.train import train
 from musclelab.transfer import REPORT_FILE

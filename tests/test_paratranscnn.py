@@ -209,7 +209,7 @@ def test_yoon2024_muscle_gives_paratranscnn_imagenet_and_224_px() -> None:
     512 px (the paper); the smoke keeps 224 px for all and scratch (no download here)."""
     from hydra import compose, initialize_config_dir
 
-    from musclelab.cli import config_dir
+    from musclelab.compose import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         para = compose("train", overrides=["experiment=yoon2024_muscle", "model=paratranscnn"])

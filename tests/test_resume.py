@@ -266,7 +266,7 @@ def test_slurm_requeue_is_wired(monkeypatch):
 def test_nan_voxels_are_refused_before_training(tmp_path):
     import fake_datasets as F
 
-    from musclelab.cli import compose_train_config
+    from musclelab.compose import compose_train_config
     from musclelab.errors import ConfigError
     from musclelab.train import train
 

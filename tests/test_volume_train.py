@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 
-from musclelab.cli import config_dir
+from musclelab.compose import config_dir
 from musclelab.errors import ConfigError
 from musclelab.train import train, validate_config
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,8 @@ from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.report.markdown import md_table as _md_table  # noqa: E402
 from musclelab.metrics.statistics import dunnett_vs_control, mean_ci  # noqa: E402
 
+from . import mcsweeney_findings as mf  # noqa: E402
+from .mcsweeney_findings import init_order, mwu_markdown  # noqa: E402
 from .runs import (MISSING, Study, config_value, find_run_dirs, load_config, load_study,  # noqa: E402
                    report_dir)
 
@@ -54,7 +56,6 @@ COLUMNS: dict[str, str] = {
     "dataset": "data.name",
 }
 IDENTITY: tuple[str, ...] = tuple(COLUMNS)  # the columns naming one run (repeats are superseded)
-PAPER_INITS: tuple[str, ...] = ("scratch", "imagenet", "coco", "autoencoder", "jigsaw")
 METRICS: dict[str, str] = {
     "dsc": "DSC",
     "rms_dta_cm": "RMS-DTA (cm)",
@@ -202,12 +203,6 @@ def load_observers(study: Study) -> pd.DataFrame | None:
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-def init_order(inits: Sequence[str]) -> list[str]:
-    """The paper's order (scratch, imagenet, coco, autoencoder, jigsaw), then any other init alphabetically."""
-    present = set(inits)
-    return [i for i in PAPER_INITS if i in present] + sorted(present - set(PAPER_INITS))
-
-
 def summarize_groups(cases: pd.DataFrame, missing: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (init, n_train): ``n_runs, n_missing, n_cases, n_unique_cases`` and, per metric of
     :data:`METRICS`, ``<metric>_mean, <metric>_ci_low, <metric>_ci_high`` (:func:`mean_ci`, 95 %) over the
@@ -355,7 +350,6 @@ def analyze(study_dir: str | Path, rng: int = 0) -> McSweeneyResult:
     if obs is None:
         notes.append("no observers.csv in any complete run: no observer band, and the Dunnett tests against "
                      "the observers (Table 1) are skipped")
-    from . import mcsweeney_findings as mf
 
     mwu = mf.mann_whitney_table(cases)
     return McSweeneyResult(study=study, cases=cases, excluded=excluded, observers=obs,
@@ -620,7 +614,6 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
              + (f" · model: {', '.join(models)}" if models else ""), "",
              "## Summary", "", summary_paragraph(res), ""]
     from .findings import findings_markdown
-    from .mcsweeney_findings import mwu_markdown
 
     lines += [findings_markdown(res.findings, intro=(
         "Each claim of the paper, what these runs measured, and whether the direction agrees (computed from "

@@ -57,9 +57,16 @@ def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def _inits(cases: pd.DataFrame) -> list[str]:
-    from .mcsweeney import init_order
+PAPER_INITS: tuple[str, ...] = ("scratch", "imagenet", "coco", "autoencoder", "jigsaw")
 
+
+def init_order(inits: Sequence[str]) -> list[str]:
+    """The paper's order (scratch, imagenet, coco, autoencoder, jigsaw), then any other init alphabetically."""
+    present = set(inits)
+    return [i for i in PAPER_INITS if i in present] + sorted(present - set(PAPER_INITS))
+
+
+def _inits(cases: pd.DataFrame) -> list[str]:
     return init_order(list(cases["init"].unique()))
 
 

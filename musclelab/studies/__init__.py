@@ -19,7 +19,6 @@ overrides apply to every data set) and then the entry's own fields are merged on
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,7 +183,7 @@ def transfer_overrides(args: Sequence[str]) -> list[str]:
     ``task_name=transfer`` (keys given on the command line win)."""
     import yaml
 
-    from musclelab.config_paths import config_dir
+    from musclelab.compose import config_dir
 
     args = list(args)
     defaults = yaml.safe_load((config_dir() / "train.yaml").read_text()).get("defaults") or []
@@ -208,29 +207,15 @@ def transfer_overrides(args: Sequence[str]) -> list[str]:
 
 
 def main_transfer(args: list[str]) -> None:
-    """``musclelab transfer [overrides] [-m]``: the Hydra app running the chains of ``study`` (see module doc)."""
-    import hydra
-    from omegaconf import DictConfig
+    """``musclelab transfer [overrides] [-m]``: the Hydra app running the chains of ``study`` (see module doc);
+    a mistake is one line (exit 2) before any stage trains."""
+    from hydra.core.hydra_config import HydraConfig
 
-    from musclelab.config_paths import config_dir
-    from musclelab.errors import ConfigError
+    from musclelab.compose import compose_in_app, run_app
 
-    @hydra.main(config_path=str(config_dir()), config_name="train", version_base="1.3")
-    def _main(cfg: DictConfig) -> float | None:
-        from hydra import compose
-        from hydra.core.hydra_config import HydraConfig
-
+    def main(cfg: DictConfig) -> float | None:
         hc = HydraConfig.get()
-        try:
-            results = run_study(cfg, list(hc.overrides.task), Path(hc.runtime.output_dir),
-                                lambda ov: compose(config_name="train", overrides=ov))
-        except ConfigError as err:
-            print(f"musclelab transfer: error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+        results = run_study(cfg, list(hc.overrides.task), Path(hc.runtime.output_dir), compose_in_app)
         return results[-1].metrics.get("acc") if results else None
 
-    sys.argv = ["musclelab transfer", *transfer_overrides(args)]
-    from musclelab.cli import _precheck
-
-    _precheck("transfer", sys.argv[1:])  # a mistake is one line (exit 2) before any stage trains
-    _main()
+    run_app("transfer", transfer_overrides(args), main)

@@ -1,0 +1,98 @@
+"""Hydra composition in one module, used by the CLI (:mod:`musclelab.cli`) and the study runner
+(:mod:`musclelab.studies`): where the config tree is, the training config composed exactly as ``musclelab train``
+composes it, the check of a command line before Hydra runs it, and the Hydra app every sub-command runs.
+
+Nothing here knows what a sub-command does with its config; the callers pass their function in.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+CONFIG_NAME = "train"
+VERSION_BASE = "1.3"
+
+# Hydra's own options: a command line with one of them is left to Hydra
+_HYDRA_FLAGS_WITH_VALUES = ("-c", "--cfg", "-i", "--info", "-cn", "--config-name", "-cp", "--config-path", "-cd",
+                            "--config-dir", "--experimental-rerun", "--package", "-p", "--resolve")
+_HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "--shell-completion", "-sc", *_HYDRA_FLAGS_WITH_VALUES)
+
+
+def config_dir() -> Path:
+    """The Hydra config tree: ``$MUSCLELAB_CONF`` or the ``conf/`` folder of the musclelab checkout."""
+    path = Path(os.environ.get("MUSCLELAB_CONF") or Path(__file__).resolve().parents[1] / "conf")
+    if not (path / f"{CONFIG_NAME}.yaml").exists():
+        raise SystemExit(f"musclelab: no {CONFIG_NAME}.yaml in config dir {path}; set MUSCLELAB_CONF to the conf/ "
+                         "folder of a musclelab checkout (pip install -e . keeps it in place)")
+    return path
+
+
+def compose_raw(overrides: Sequence[str]) -> "DictConfig":
+    """The training config with ``overrides``, outside a Hydra app (Hydra's errors pass through)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+        return compose(CONFIG_NAME, overrides=list(overrides))
+
+
+def compose_train_config(overrides: Sequence[str]) -> "DictConfig":
+    """The training config composed exactly as ``musclelab train`` would, without running Hydra's app; a
+    composition error (unknown option or key) is a one-line :class:`~musclelab.errors.ConfigError`."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from musclelab.config_validation import compose_error
+    from musclelab.errors import ConfigError
+
+    try:
+        return compose_raw(overrides)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(compose_error(err, list(overrides), compose_raw)) from None
+
+
+def compose_in_app(overrides: Sequence[str]) -> "DictConfig":
+    """The training config with ``overrides`` from inside a running Hydra app (the study runner composes one
+    config per data set of a study this way)."""
+    from hydra import compose
+
+    return compose(config_name=CONFIG_NAME, overrides=list(overrides))
+
+
+def precheck(command: str, args: Sequence[str]) -> None:
+    """Compose and validate the command line before Hydra runs it: a mistake is one line, exit 2."""
+    from musclelab.config_validation import precheck_overrides
+    from musclelab.errors import ConfigError
+
+    if any(a in _HYDRA_FLAGS or a.startswith(tuple(f + "=" for f in _HYDRA_FLAGS_WITH_VALUES)) for a in args):
+        return  # Hydra's own options: let Hydra handle the command line
+    try:
+        precheck_overrides(list(args), compose_raw)
+    except ConfigError as err:
+        print(f"musclelab {command}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def run_app(command: str, args: Sequence[str], main: Callable[["DictConfig"], Any]) -> None:
+    """Run ``main(cfg)`` as the Hydra app of ``musclelab <command>`` with ``args`` as its command line (overrides,
+    ``-m`` for a multirun): checked first (:func:`precheck`); a :class:`~musclelab.errors.ConfigError` that
+    ``main`` raises is one line on stderr and exit 2, never a traceback."""
+    import hydra
+
+    from musclelab.errors import ConfigError
+
+    def app(cfg: "DictConfig") -> Any:
+        try:
+            return main(cfg)
+        except ConfigError as err:  # the user's to fix: say what and where, no traceback
+            print(f"musclelab {command}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    sys.argv = [f"musclelab {command}", *args]
+    precheck(command, sys.argv[1:])
+    hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base=VERSION_BASE)(app)()
