@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,8 @@ def findings(fig5: pd.DataFrame, icc_t: pd.DataFrame, sarc: pd.DataFrame,
     if vc.size >= 2:
         z = np.arctanh(np.clip(vc, -0.999999, 0.999999))
         z0 = float(np.arctanh(PAPER_VC - VC_MARGIN))
-        r = noninferiority(z, z0, 0.0, "muscle class (Fisher z of its VC over the volumes)")
+        r = replace(noninferiority(z, z0, 0.0, "muscle class (Fisher z of its VC over the volumes)"),
+                    test=f"one-sided t-test of Fisher z(VC) > z({PAPER_VC - VC_MARGIN:.3f}) over muscle classes")
         n_vol = int(musc[musc["model"] == "unetr"]["n"].max())
         out.append(judged(claim, f"UNETR VC over {vc.size} muscle classes: mean {vc.mean():.3f}, min {vc.min():.3f} "
                                  f"({n_vol} volumes)", r, "non-inferiority", +1, SOURCE + ", Fig. 5", PAPER["vc"],
