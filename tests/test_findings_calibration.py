@@ -19,22 +19,12 @@ from scipy import stats
 
 import calibration_studies as cs
 from musclelab.report import chains, kawamoto, mcsweeney, mcsweeney_findings
-from musclelab.report.findings import ALPHA, AGREES, NOT_MEASURABLE, Finding
+from musclelab.report.findings import ALPHA, Finding, agree_rate
 from musclelab.report.runs import load_study
 
 N_NULL, N_PLANTED = 40, 20
 NULL_MAX = int(stats.binom.ppf(0.999, N_NULL, ALPHA))   # 7 of 40
 PLANTED_MIN = 0.75
-
-
-def _rates(per_study: list[list[Finding]]) -> dict[str, tuple[int, int]]:
-    out: dict[str, list[int]] = {}
-    for fs in per_study:
-        for f in fs:
-            c = out.setdefault(f.claim, [0, 0])
-            c[0] += f.verdict == AGREES
-            c[1] += f.verdict != NOT_MEASURABLE
-    return {k: (a, n) for k, (a, n) in out.items()}
 
 
 def mcsweeney_findings_of(study: Path) -> list[Finding]:
@@ -69,7 +59,7 @@ def _simulate(tmp_path: Path, kind: str, planted: bool, n: int) -> dict[str, tup
             out.append(chains.analyze(cs.yoon_chains_study(root, seed, planted)).findings)
         else:
             out.append(kawamoto_findings_of(cs.kawamoto_study(root, seed, planted), seed, planted))
-    return _rates(out)
+    return agree_rate(out)
 
 
 CALIBRATED = {

@@ -1,9 +1,10 @@
-"""Group statistics for comparing training regimes with human observers.
+"""Group statistics for comparing training regimes with each other and with human observers, and the layer
+every report's findings use to test a paper's claim.
 
 McSweeney et al. 2022 report, per (pretraining, n-training-cases) group, the mean of
 each per-slice score with a 95 % confidence interval, compare every group with the
 human observers by Dunnett's many-to-one test, and draw the observers' spread as a
-"human observer band". This module provides those three pieces on plain arrays:
+"human observer band":
 
 * :func:`mean_ci` -- t-based confidence interval of a mean, NaN-aware;
 * :func:`dunnett_vs_control` -- ``scipy.stats.dunnett`` (SciPy >= 1.11) wrapped into a
@@ -11,8 +12,22 @@ human observers by Dunnett's many-to-one test, and draw the observers' spread as
 * :func:`observer_agreement` -- each observer's DSC, RMS-DTA (cm), SMA and SMD
   differences against a reference contour (:func:`musclelab.metrics.body_composition`).
 
+The claims layer (:class:`ClaimTest` results, consumed by :func:`musclelab.report.findings.judge`):
+
+* :func:`per_case` -- the unit of analysis: a test case's value averaged over the repeated trainings
+  (folds, draws, seeds) that scored it, so one case is one unit however many runs scored it;
+* :func:`compare` -- two-sided Wilcoxon signed-rank paired by case when two groups share their cases,
+  Mann–Whitney U on per-case means otherwise; :func:`one_sample` -- Wilcoxon against a value;
+* :func:`tost` (equivalence, "no difference") and :func:`noninferiority` ("similar or better", "at least the
+  paper's value"), each with a stated margin; :func:`all_of` -- a claim that must hold at every n;
+* :func:`holm` -- Holm's step-down adjustment over a report's tests;
+* :func:`fill_failures` / :func:`worst_value` -- a failed case (e.g. a distance undefined because the model
+  predicted nothing) is scored with the worst value of its metric in the study instead of being dropped.
+
 NaN marks an undefined per-case value (see the empty-mask conventions of the metrics
-package); it is dropped before any statistic, as in :func:`musclelab.metrics.summarize`.
+package). :func:`mean_ci` and :func:`dunnett_vs_control` drop it, as
+:func:`musclelab.metrics.summarize` does; the reports score failures first (:func:`fill_failures`), so what
+they drop is only what was never measured.
 
 Dunnett p-values are integrals of a multivariate t distribution that SciPy evaluates
 by randomised quasi-Monte Carlo: they carry an error of order 1e-4 and change with the
