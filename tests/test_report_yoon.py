@@ -350,3 +350,34 @@ def test_chains_report_lists_swept_models_without_chains(tmp_path):
     text = write_report(root).read_text()
     assert "| model=vnet | in the sweep (multirun.yaml), no complete chain |" in text
     assert "| model=unet |" not in text
+
+
+def test_convergence_is_measured_against_the_from_scratch_best(tmp_path):
+    """A transferred stage that starts on its own plateau (0.5 from epoch 1) reaches 95 % of *its own* best at
+    epoch 1, but never reaches the from-scratch stage's best (0.9): measured against that fixed target it is not
+    faster, it is censored at its epochs + 1."""
+    from musclelab.report.chains import _speed_pairs, analyze
+
+    root = tmp_path / "multirun"
+    for seq in [("a", "b"), ("b", "a"), ("a",), ("b",)]:
+        out = make_chain(root / "-".join(seq), seq, model="unet") if len(seq) == 2 else None
+        if out is None:
+            out = root / seq[0]
+            out.mkdir(parents=True)
+            m = pd.DataFrame({"stage": [0], "trained": [seq[0]], "final": [True], "a": [0.9], "b": [0.4]})
+            m.to_csv(out / "forgetting_matrix.csv", index=False)
+            (out / "chain.json").write_text(json.dumps({"sequence": list(seq), "datasets": DATASETS, "model": "unet",
+                                                        "stages": [{"index": 0, "dataset": seq[0]}]}))
+            (out / "chain_metrics.json").write_text(json.dumps({"acc": 0.9}))
+        rows = []
+        for i, d in enumerate(seq):
+            dice = [0.3, 0.6, 0.9] if i == 0 else [0.5, 0.5, 0.5]
+            rows += [{"stage": i, "dataset": d, "epoch": e, "val_dice": v} for e, v in enumerate(dice)]
+        pd.DataFrame(rows).to_csv(out / "learning_curves.csv", index=False)
+    chains_ = analyze(root).chains
+    pairs = _speed_pairs(chains_)
+    assert pairs["scratch"] == {"a": 3.0, "b": 3.0}
+    assert pairs["transfer"]["a→b"] == (4.0, 3.0)   # never reaches 0.95 × 0.9 in 3 epochs
+    found = {f.claim: f for f in analyze(root).findings}
+    speed = found["unet: after transfer a stage converges in fewer epochs than from scratch"]
+    assert speed.agrees is False and "+1.0" in speed.measured

@@ -247,6 +247,8 @@ def _case_dice(cases: pd.DataFrame, model: str) -> pd.Series:
 
 
 def _unit(cases: pd.DataFrame, *models: str) -> str:
+    if "run_dir" not in cases:
+        return "test case"
     runs = sorted({int(cases.loc[cases["model"] == m, "run_dir"].nunique()) for m in models})
     return f"test case (mean over {'/'.join(map(str, runs))} seed run{'s' if runs != [1] else ''})"
 
