@@ -86,6 +86,27 @@ def test_report_tables_tests_and_findings(study: Path) -> None:
     assert esm.loc["alone", "DC mean"] == "0.930"
     merged = res.merged.groupby("mode")["dice"].mean()
     assert merged["w/ESM"] == pytest.approx(1.0) and merged["alone"] == pytest.approx(0.0)
+    found = {f.claim: f for f in res.findings}
+    q = found["w/ESM > wo/ESM for quadratus lumborum"]
+    assert q.n == 6 and q.unit.startswith("test volume") and q.p_value == pytest.approx(0.03125)
+    m = found["merged into one region, the w/ESM target muscles reach the paper's Dice (0.902)"]
+    assert m.kind == "non-inferiority" and m.verdict == "agrees" and "0.882" in m.note   # 1.0 on every volume
+    esm = found["the ESM's own Dice hardly changes when it is learnt with a target (±0.02)"]
+    # paired 0.91 (mean of 0.90 and 0.92) vs 0.93 alone: 0.02 lower on every volume, the margin itself, so
+    # equivalence is not shown and the (consistent) difference is significant
+    assert esm.kind == "equivalence" and esm.verdict == "disagrees"
+
+
+def test_best_partner_is_not_measurable_without_other_pairings(study: Path) -> None:
+    """Without a Q & O run there is no other partner: the finding says so instead of vanishing."""
+    import shutil
+
+    for run in study.iterdir():
+        if yaml.safe_load((run / "config_resolved.yaml").read_text())["data"]["labels"] == [Q, O]:
+            shutil.rmtree(run)
+    found = {f.claim: f for f in analyze(study).findings}
+    f = found["the ESM is the best partner for quadratus lumborum"]
+    assert f.verdict == "not measurable" and "no run pairs quadratus_lumborum with a muscle other than the ESM" in f.note
 
 
 def test_runs_without_labels_are_not_a_kawamoto_study(tmp_path: Path) -> None:

@@ -91,7 +91,8 @@ def _pooled(root: Path, init: str, n: int, col: str = "dice_pp") -> np.ndarray:
 
 
 def _obs_pooled(col: str = "dice") -> np.ndarray:
-    return pd.concat([_observers(f) for f in FOLDS])[col].to_numpy()
+    """The observers' per-case values: the mean over the observers of each case (the unit of analysis)."""
+    return pd.concat([_observers(f) for f in FOLDS]).groupby("case_id", sort=False)[col].mean().to_numpy()
 
 
 def test_report_files(study):

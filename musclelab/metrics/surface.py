@@ -28,7 +28,12 @@ Empty masks (shared convention with :mod:`musclelab.metrics.overlap`):
 
 * both masks empty → every distance is ``0.0`` (perfect agreement on absence);
 * exactly one mask empty → every distance is ``NaN`` (undefined), never ``inf``, so
-  aggregation can use NaN-aware statistics and count undefined cases.
+  aggregation can count undefined cases. A NaN distance is a *failed* prediction, not a missing
+  value: the study reports score it with the worst value of that metric in the study
+  (:func:`musclelab.metrics.statistics.fill_failures`, :func:`musclelab.metrics.statistics.worst_value`) and count
+  it, so a model that predicts nothing does not look better by leaving the means. (The image diagonal would be
+  an alternative bound; a report reads run outputs only and does not know every image's extent, so it uses the
+  study's worst.)
 
 MONAI instead returns NaN for both-empty and ``inf`` for one-empty.
 

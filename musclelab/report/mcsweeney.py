@@ -13,8 +13,12 @@ Reproduces the paper's outputs from the run directories of one study (a Hydra mu
 * ``summary.csv`` (one row per (init, n)), ``runs.csv`` (every run directory and its status) and
   ``report.md`` tying it together, with missing and failed runs listed, never averaged away.
 
-Statistics pool the per-case values of all complete runs of a group (folds × draws × seeds), as the paper
-pools its repeated trainings; the primary DSC is ``dice_pp`` (after the paper's bone post-processing) when
+The unit of analysis is the test case: a group's (init, n) value of a case is its mean over the group's complete
+runs (folds × draws × seeds, which all score the same hold-out test cases), and means, 95 % CIs and Dunnett's
+tests are over those per-case means — not over pooled (run × case) rows, which would count one case once per run
+as if independent. A failed case (the model predicted no muscle, so its RMS-DTA is undefined) stays in: its
+RMS-DTA is scored as the worst RMS-DTA of the whole study (models and observers), its DSC is 0, and every table
+counts the failures (:func:`score_failures`). The primary DSC is ``dice_pp`` (after the paper's bone post-processing) when
 ``test_cases.csv`` has it, else ``dice``; RMS-DTA is ``rms_dta_cm`` when present, else ``rms_dta`` / 10.
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ import pandas as pd  # noqa: E402
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.report.markdown import md_table as _md_table  # noqa: E402
-from musclelab.metrics.statistics import dunnett_vs_control, mean_ci  # noqa: E402
+from musclelab.metrics.statistics import dunnett_vs_control, fill_failures, mean_ci, per_case, worst_value  # noqa: E402,E501
 
 from . import mcsweeney_findings as mf  # noqa: E402
 from .mcsweeney_findings import init_order, mwu_markdown  # noqa: E402
@@ -202,11 +206,36 @@ def load_observers(study: Study) -> pd.DataFrame | None:
     return obs.drop_duplicates(["case_id", "observer"], ignore_index=True)
 
 
+def score_failures(cases: pd.DataFrame, obs: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+    """Failed cases kept in the statistics: ``cases`` with a ``failed`` column (RMS-DTA undefined and DSC 0: the
+    model predicted no muscle, or muscle where the reference has none) and those RMS-DTA values scored as the worst RMS-DTA of the study (models and observers,
+    cm); DSC needs nothing (an empty prediction has DSC 0). Returns ``(cases, notes)``; the notes say what was
+    scored. SMD is undefined for an empty prediction and is left out of the SMD means (counted in ``failed``)."""
+    cases = cases.copy()
+    rms = pd.to_numeric(cases["rms_dta_cm"], errors="coerce") if len(cases) else pd.Series(dtype=float)
+    dsc = pd.to_numeric(cases["dsc"], errors="coerce") if len(cases) else pd.Series(dtype=float)
+    cases["failed"] = (rms.isna() & (dsc == 0)).to_numpy() if len(cases) else pd.Series(dtype=bool)
+    n_failed = int(cases["failed"].sum()) if len(cases) else 0
+    if not n_failed:
+        return cases, []
+    pool = np.concatenate([rms.to_numpy(float), [] if obs is None else obs["rms_dta_cm"].to_numpy(float)])
+    worst = worst_value(pool, higher_is_better=False)
+    if not np.isfinite(worst):
+        return cases, [f"{n_failed} of {len(cases)} case values have no RMS-DTA and no finite RMS-DTA exists in "
+                       "the study to score them with; RMS-DTA statistics are not computed"]
+    filled, _ = fill_failures(rms[cases["failed"]].to_numpy(float), worst)
+    cases.loc[cases["failed"], "rms_dta_cm"] = filled
+    return cases, [f"{n_failed} of {len(cases)} case values failed (the model predicted no muscle: RMS-DTA "
+                   f"undefined); they are scored with the study's worst RMS-DTA, {worst:.3f} cm, and DSC 0, and stay "
+                   "in every mean, CI and test; SMD is undefined for them and left out of the SMD means"]
+
+
 # ---------------------------------------------------------------------------------------------------- statistics
 def summarize_groups(cases: pd.DataFrame, missing: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (init, n_train): ``n_runs, n_missing, n_cases, n_unique_cases`` and, per metric of
+    """One row per (init, n_train): ``n_runs, n_missing, n_cases`` (run × case rows), ``n_unique_cases``,
+    ``n_failed`` (rows whose prediction failed, scored by :func:`score_failures`) and, per metric of
     :data:`METRICS`, ``<metric>_mean, <metric>_ci_low, <metric>_ci_high`` (:func:`mean_ci`, 95 %) over the
-    pooled per-case values of the group's runs. ``n_missing`` counts expected runs of the group without a
+    per-case means of the group's runs (the unit of analysis). ``n_missing`` counts expected runs of the group without a
     complete run (needs ``init`` and ``n_train`` columns in ``missing``)."""
     rows = []
     miss_count: Counter = Counter()
@@ -222,12 +251,14 @@ def summarize_groups(cases: pd.DataFrame, missing: pd.DataFrame | None = None) -
                 "init": init, "n_train": int(n), "n_runs": int(g["run_dir"].nunique()),
                 "n_missing": int(miss_count[(init, n)]), "n_cases": int(len(g)),
                 "n_unique_cases": int(g["case_id"].nunique()),
+                "n_failed": int(g["failed"].sum()) if "failed" in g else 0,
             }
             for m in METRICS:
-                mean, lo, hi = mean_ci(g[m].to_numpy(dtype=np.float64)) if len(g) else (math.nan,) * 3
+                have = len(g) and m in g
+                mean, lo, hi = mean_ci(per_case(g, m).to_numpy(dtype=np.float64)) if have else (math.nan,) * 3
                 row.update({f"{m}_mean": mean, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
             rows.append(row)
-    cols = ["init", "n_train", "n_runs", "n_missing", "n_cases", "n_unique_cases"]
+    cols = ["init", "n_train", "n_runs", "n_missing", "n_cases", "n_unique_cases", "n_failed"]
     cols += [f"{m}_{s}" for m in METRICS for s in ("mean", "ci_low", "ci_high")]
     return pd.DataFrame(rows, columns=cols)
 
@@ -252,11 +283,11 @@ def _finite(v: pd.Series) -> np.ndarray:
 
 
 def _dunnett_rows(metric: str, n: int, groups: dict[str, np.ndarray], control: np.ndarray,
-                  control_name: str, rng: int) -> list[dict]:
+                  control_name: str, rng: int, intervals: bool = True) -> list[dict]:
     groups = {k: v for k, v in groups.items() if v.size}
     if not groups or control.size < 2 or sum(v.size for v in groups.values()) + control.size <= len(groups) + 1:
         return []
-    res = dunnett_vs_control(groups, control, rng=rng)
+    res = dunnett_vs_control(groups, control, rng=rng, confidence=0.95 if intervals else None)
     res = res.rename(columns={"group": "init"})
     res.insert(0, "metric", metric)
     res.insert(1, "n_train", int(n))
@@ -265,37 +296,40 @@ def _dunnett_rows(metric: str, n: int, groups: dict[str, np.ndarray], control: n
 
 
 def dunnett_vs_observers(cases: pd.DataFrame, obs: pd.DataFrame | None, metric: str,
-                         rng: int = 0) -> pd.DataFrame:
-    """Table 1 (long form): for each n, every init's pooled per-case ``metric`` against the observers'.
+                         rng: int = 0, intervals: bool = True) -> pd.DataFrame:
+    """Table 1 (long form): for each n, every init's per-case ``metric`` (mean over its runs) against the
+    observers' per-case values (mean over the observers of a case).
 
     One :func:`dunnett_vs_control` call per n (the inits of that n form the family); columns
     :data:`DUNNETT_COLUMNS`. Empty without observers.
     """
     rows: list[dict] = []
     if obs is not None and not cases.empty:
-        control = _finite(obs[metric])
+        control = per_case(obs, metric).to_numpy(np.float64)
         for n in sorted(cases["n_train"].unique()):
             at_n = cases[cases["n_train"] == n]
-            groups = {i: _finite(at_n.loc[at_n["init"] == i, metric]) for i in init_order(at_n["init"].unique())}
-            rows += _dunnett_rows(metric, n, groups, control, "observers", rng)
+            groups = {i: per_case(at_n[at_n["init"] == i], metric).to_numpy(np.float64)
+                      for i in init_order(at_n["init"].unique())}
+            rows += _dunnett_rows(metric, n, groups, control, "observers", rng, intervals)
     return pd.DataFrame(rows, columns=DUNNETT_COLUMNS)
 
 
-def dunnett_vs_reference(cases: pd.DataFrame, what: str, rng: int = 0) -> pd.DataFrame:
+def dunnett_vs_reference(cases: pd.DataFrame, what: str, rng: int = 0, intervals: bool = True) -> pd.DataFrame:
     """Table 2 (long form): for each n, every init's predicted ``what`` (``"sma"`` or ``"smd"``) against the
     reference values of the same test cases.
 
     The control is ``<what>_true`` of the distinct test cases at that n (each case once, however many runs
-    scored it); groups are the pooled ``<what>_pred`` of each init's runs. Columns :data:`DUNNETT_COLUMNS`.
+    scored it); groups are each init's per-case ``<what>_pred`` (mean over its runs). Columns
+    :data:`DUNNETT_COLUMNS`.
     """
     rows: list[dict] = []
     if not cases.empty:
         for n in sorted(cases["n_train"].unique()):
             at_n = cases[cases["n_train"] == n]
             control = _finite(at_n.drop_duplicates("case_id")[f"{what}_true"])
-            groups = {i: _finite(at_n.loc[at_n["init"] == i, f"{what}_pred"])
+            groups = {i: per_case(at_n[at_n["init"] == i], f"{what}_pred").to_numpy(np.float64)
                       for i in init_order(at_n["init"].unique())}
-            rows += _dunnett_rows(what, n, groups, control, "reference", rng)
+            rows += _dunnett_rows(what, n, groups, control, "reference", rng, intervals)
     return pd.DataFrame(rows, columns=DUNNETT_COLUMNS)
 
 
@@ -335,17 +369,19 @@ class McSweeneyResult:
     split_lines: list[str] = field(default_factory=list)  # the split design as the manifests show it
 
 
-def analyze(study_dir: str | Path, rng: int = 0) -> McSweeneyResult:
-    """Collect the runs of ``study_dir`` and compute the summary, observer band and Dunnett tables."""
+def analyze(study_dir: str | Path, rng: int = 0, intervals: bool = True) -> McSweeneyResult:
+    """Collect the runs of ``study_dir`` and compute the summary, observer band and Dunnett tables
+    (``intervals=False`` skips the Dunnett tables' simultaneous CIs, the slow part; p-values are unchanged)."""
     study = load_study(study_dir, COLUMNS, IDENTITY)
     cases, excluded, sources, notes = load_cases(study)
     obs = load_observers(study)
-    notes = [*study.notes, *notes]
+    cases, fail_notes = score_failures(cases, obs)
+    notes = [*study.notes, *notes, *fail_notes]
     dunnett = {
-        "dsc": dunnett_vs_observers(cases, obs, "dsc", rng),
-        "rms": dunnett_vs_observers(cases, obs, "rms_dta_cm", rng),
-        "sma": dunnett_vs_reference(cases, "sma", rng),
-        "smd": dunnett_vs_reference(cases, "smd", rng),
+        "dsc": dunnett_vs_observers(cases, obs, "dsc", rng, intervals),
+        "rms": dunnett_vs_observers(cases, obs, "rms_dta_cm", rng, intervals),
+        "sma": dunnett_vs_reference(cases, "sma", rng, intervals),
+        "smd": dunnett_vs_reference(cases, "smd", rng, intervals),
     }
     if obs is None:
         notes.append("no observers.csv in any complete run: no observer band, and the Dunnett tests against "
@@ -355,7 +391,7 @@ def analyze(study_dir: str | Path, rng: int = 0) -> McSweeneyResult:
     return McSweeneyResult(study=study, cases=cases, excluded=excluded, observers=obs,
                            summary=summarize_groups(cases, study.missing), band=observer_band(obs),
                            dunnett=dunnett, sources=sources, notes=notes, mann_whitney=mwu,
-                           findings=mf.mcsweeney_findings(cases, dunnett),
+                           findings=mf.mcsweeney_findings(cases, dunnett, obs),
                            split_lines=mf.split_design(mf.load_manifests(study.root, study.used)))
 
 
@@ -596,9 +632,11 @@ def _runs_md(res: McSweeneyResult) -> list[str]:
         lines += ["### Complete but unusable runs", "",
                   md_table(res.excluded[["run_dir", "init", "n_train", "reason"]]), ""]
     if not res.summary.empty:
-        counts = res.summary.assign(text=[f"{r.n_runs}/{r.n_runs + r.n_missing} ({r.n_cases} cases)"
+        counts = res.summary.assign(text=[f"{r.n_runs}/{r.n_runs + r.n_missing} ({r.n_unique_cases} cases; "
+                                          f"failed {r.n_failed}/{r.n_cases})"
                                           for r in res.summary.itertuples(index=False)])
-        lines += ["Complete runs / expected runs (pooled per-case values) per group:", "",
+        lines += ["Complete runs / expected runs per group (test cases; failed predictions / run × case values, "
+                  "failures scored, not dropped):", "",
                   md_table(_wide_text(counts, "text"), index=True), ""]
     return lines
 
@@ -616,15 +654,15 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
     from .findings import findings_markdown
 
     lines += [findings_markdown(res.findings, intro=(
-        "Each claim of the paper, what these runs measured, and whether the direction agrees (computed from "
-        "the runs; Mann–Whitney tests pool per-case values over runs, as the paper pools its 16 models, so "
-        "their p-values describe rather than confirm).")), ""]
+        "Each claim of the paper, the test that checks it on these runs, and the verdict. Unit of analysis: the "
+        "test case, its value averaged over the repeated trainings of a group; groups that share test cases are "
+        "compared paired by case.")), ""]
     lines += ["## Split design", "", *res.split_lines, ""]
     lines += _runs_md(res)
     src = {m: ", ".join(f"`{k}`" for k in c) or "–" for m, c in res.sources.items()}
     lines += ["## Results per group", "",
-              f"Mean [95% CI] over the pooled per-case values of each (init, n) group (folds × subset draws × "
-              f"seeds). DSC from {src['dsc']}; RMS-DTA from {src['rms_dta_cm']}.", ""]
+              f"Mean [95% CI] over the test cases of each (init, n) group, each case's value averaged over the "
+              f"group's runs (folds × subset draws × seeds); failed predictions are in, scored (Runs table). DSC from {src['dsc']}; RMS-DTA from {src['rms_dta_cm']}.", ""]
     if len(res.band):
         b = res.band
         obs_n = int(b["n_observers"].max())
@@ -642,7 +680,8 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
               f"**{METRICS['smd_diff']}**", "", md_table(metric_table(res.summary, "smd_diff"), index=True), "",
               f"![Fig. 5: SMA and SMD differences vs n]({figures['sma_smd']})", ""]
     lines += ["## Table 1: Dunnett's test against the human observers", "",
-              "Two-sided p-values of each init's pooled per-case values against the observers' pooled values, "
+              "Two-sided p-values of each init's per-case values (mean over its runs) against the observers' per-case "
+              "values (mean over the observers of a case); Dunnett's test treats the groups as independent, "
               "one many-to-one family per n (SciPy `dunnett`, fixed seed). Rows: init; columns: n.", ""]
     if res.observers is None:
         lines += ["_Skipped: no observers.csv in any complete run, so there is no control group._", ""]
@@ -655,8 +694,9 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
               "**SMA**", "", pvalue_markdown(res.dunnett["sma"]), "",
               "**SMD**", "", pvalue_markdown(res.dunnett["smd"]), ""]
     lines += ["## Appendix C: inter-model Mann–Whitney U tests (RMS-DTA)", "",
-              "Two-sided p-values of each pair of inits at each n (SciPy `mannwhitneyu`, pooled per-case "
-              "RMS-DTA values); long form in `mannwhitney_rms.csv`.", "", *mwu_markdown(res.mann_whitney, format_p)]
+              "Two-sided p-values of each pair of inits at each n on per-case RMS-DTA (mean over runs): "
+              "Wilcoxon signed-rank paired by test case (Mann–Whitney U when a pair shares no case; the paper "
+              "pooled its models' predictions into Mann–Whitney U tests); long form in `mannwhitney_rms.csv`.", "", *mwu_markdown(res.mann_whitney, format_p)]
     curves = {k.split(":", 1)[1]: v for k, v in figures.items() if k.startswith("appendix_a:")}
     if curves:
         lines += ["## Appendix A: pretext training curves", "",

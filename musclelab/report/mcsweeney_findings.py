@@ -1,23 +1,28 @@
 """McSweeney et al. 2022's claims checked against a study's runs: the "Findings" section of the McSweeney report.
 
-Everything here is computed from the pooled per-case test values the report already loads (``cases``: one row
-per (run, test case) with ``init``, ``n_train``, ``dsc``, ``rms_dta_cm``) and its Dunnett tables; nothing is
-hard-coded but the paper's claims and their expected directions:
+Everything here is computed from the per-case test values the report already loads (``cases``: one row per
+(run, test case) with ``init``, ``n_train``, ``case_id``, ``dsc``, ``rms_dta_cm``; failed cases already scored,
+see :func:`musclelab.report.mcsweeney.score_failures`), the observers' per-case scores and the Dunnett tables;
+nothing is hard-coded but the paper's claims, their kind and their direction.
 
-* :func:`smallest_n_findings` — at the smallest n, each pretrained init vs scratch (DSC and RMS-DTA,
-  two-sided Mann–Whitney U on the pooled per-case values; the paper: pretrained inits are better, Figs. 3–4);
-* :func:`observer_findings` — from which n each init reaches the observers (Dunnett's test against the
-  observers, Table 1: not significantly worse); the paper: every init by n = 25 (RMS-DTA) / exceeds them in DSC
-  from n = 50, pretrained inits earlier than scratch;
-* :func:`mann_whitney_table` — Appendix C: inter-model Mann–Whitney U tests of RMS-DTA at every n, and
-  :func:`convergence_finding` (differences between inits shrink as n grows, on DSC);
+**Unit of analysis**: the test case, its value averaged over the repeated trainings of a group (folds × subset
+draws × seeds; :func:`musclelab.metrics.statistics.per_case`). Every run scores the same hold-out test cases, so
+two groups are compared *paired by test case* (Wilcoxon signed-rank); only groups without a common case fall back
+to Mann–Whitney U on the per-case means. Verdicts follow :func:`musclelab.report.findings.judge` at
+:data:`~musclelab.report.findings.ALPHA`:
+
+* :func:`smallest_n_findings` — at the smallest n, each pretrained init vs scratch (DSC and RMS-DTA; the paper:
+  pretrained inits are better, Figs. 3–4) — a difference claim;
+* :func:`observer_findings` — Table 1: from n ≥ 50 each init's DSC is significantly *better* than the observers'
+  (Dunnett on per-case means, at every such n: the largest p counts); from n ≥ 25 its RMS-DTA does not differ
+  from theirs (paired TOST, margin :data:`RMS_MARGIN_CM`); a pretrained init reaches them earlier than scratch
+  (descriptive: "reaching" is the absence of a significant difference);
+* :func:`mann_whitney_table` — Appendix C: every pair of inits at every n (paired Wilcoxon on per-case means; the
+  paper used Mann–Whitney U on pooled predictions), and :func:`convergence_finding` (the inits' per-case range of
+  DSC is smaller at the largest n than at the smallest, paired by test case);
 * :func:`plateau_findings` — Appendix D: n = 125 vs n = 100 (here: the two largest n present) per init;
-  the paper: no significant difference (p > 0.001).
+  the paper: no significant difference → a paired equivalence test (TOST, margin :data:`PLATEAU_MARGIN`);
 * :func:`split_design` — the study's split manifests: the same test cases in every run and nested subsets.
-
-Mann–Whitney tests pool per-case values over folds, draws and seeds as the paper pools its 16 models per
-group; the values are therefore not independent (the same test case appears once per run), so p-values are
-optimistic and read as the paper's were: a description, not a confirmatory test.
 """
 from __future__ import annotations
 
@@ -28,29 +33,71 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from musclelab.data.splits import check_study_splits
+from musclelab.metrics.statistics import ClaimTest, compare, per_case, tost
 
-from .findings import Finding, direction, not_measurable
+from .findings import ALPHA, Finding, not_measurable, judged, untested
 
 SOURCE = "McSweeney 2022"
 SCRATCH = "scratch"
-ALPHA = 0.05  # our significance level for "reaches the observers" and the counts of differing pairs
-PLATEAU_ALPHA = 0.001  # the paper's Appendix D threshold ("p > 0.001")
+#: the paper's thresholds for its observer claims (Table 1): DSC better from n ≥ 50, RMS-DTA alike from n ≥ 25
+DSC_BETTER_FROM, RMS_ALIKE_FROM = 50, 25
+#: equivalence margins (stated in the report): RMS-DTA within ±0.1 cm of the observers (their mean is 0.318 cm),
+#: DSC within ±0.02 between the two largest n (the plateau; models there score DSC ≈ 0.94)
+RMS_MARGIN_CM = 0.1
+PLATEAU_MARGIN = 0.02
 # metric -> (label, expected sign of "better": +1 higher is better, -1 lower is better, digits)
 METRIC_SIGN: dict[str, tuple[str, int, int]] = {"dsc": ("DSC", +1, 3), "rms_dta_cm": ("RMS-DTA (cm)", -1, 3)}
-MWU_COLUMNS = ["metric", "n_train", "init_a", "init_b", "n_a", "n_b", "mean_a", "mean_b", "statistic", "p_value"]
+MWU_COLUMNS = ["metric", "n_train", "init_a", "init_b", "n_a", "n_b", "mean_a", "mean_b", "test", "statistic",
+               "p_value"]
+PAPER = {
+    "smallest": "At the smallest training set sizes (n = 5, 10), models pre-trained on image segmentation outperform "
+                "other methods (see Figures 3 and 4; Appendix C)",
+    "dsc_obs": "all models trained on n ≥ 50 patients produce segmentations with a DSC that is better than trained "
+               "observers, regardless of pre-training strategy (p < 0.001)",
+    "rms_obs": "all models trained on n ≥ 25 produce delineations that are not significantly different to those "
+               "manually generated by observers",
+    "first": "At n = 5, this [image segmentation] is the only approach that leads to DSC scores that are not "
+             "significantly different to trained observers",
+    "converge": "As training set sizes increase, differences between pre-text tasks decrease",
+    "plateau": "Regardless of source task, model performance plateaus as n exceeds 100 (see Appendix D)",
+}
 
 
-def _values(cases: pd.DataFrame, init: str, n: int, metric: str) -> np.ndarray:
-    v = cases.loc[(cases["init"] == init) & (cases["n_train"] == n), metric].to_numpy(dtype=np.float64)
-    return v[np.isfinite(v)]
+def _group(cases: pd.DataFrame, init: str, n: int) -> pd.DataFrame:
+    return cases[(cases["init"] == init) & (cases["n_train"] == n)]
+
+
+def _case_values(cases: pd.DataFrame, init: str, n: int, metric: str) -> pd.Series:
+    """Per-case ``metric`` of (init, n), averaged over the group's runs."""
+    return per_case(_group(cases, init, n), metric)
+
+
+def _n_failed(cases: pd.DataFrame, *groups: tuple[str, int]) -> int:
+    if "failed" not in cases:
+        return 0
+    return int(sum(_group(cases, i, n)["failed"].sum() for i, n in groups))
+
+
+def _runs(cases: pd.DataFrame, init: str, n: int) -> int:
+    return int(_group(cases, init, n)["run_dir"].nunique()) if "run_dir" in cases else 1
+
+
+def _unit(cases: pd.DataFrame, *groups: tuple[str, int]) -> str:
+    runs = sorted({_runs(cases, i, n) for i, n in groups})
+    return f"test case (mean over {'/'.join(map(str, runs))} run{'s' if runs != [1] else ''})"
+
+
+def _with_failures(r: ClaimTest, n_failed: int) -> ClaimTest:
+    return ClaimTest(r.test, r.unit, r.n, r.estimate, r.statistic, r.p_value, r.margin, n_failed)
 
 
 def mann_whitney(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sided Mann–Whitney U of ``a`` vs ``b`` (``scipy.stats.mannwhitneyu``): ``(U of a, p)``; NaN when
-    either is empty."""
+    either is empty. Kept for unpaired comparisons; the findings use :func:`~musclelab.metrics.statistics.compare`."""
+    from scipy import stats
+
     if a.size == 0 or b.size == 0:
         return math.nan, math.nan
     res = stats.mannwhitneyu(a, b, alternative="two-sided")
@@ -71,8 +118,10 @@ def _inits(cases: pd.DataFrame) -> list[str]:
 
 
 def smallest_n_findings(cases: pd.DataFrame) -> list[Finding]:
-    """At the smallest n of the study, every pretrained init against scratch, for DSC and RMS-DTA."""
+    """At the smallest n of the study, every pretrained init against scratch, for DSC and RMS-DTA (paired
+    Wilcoxon signed-rank on per-case means)."""
     claim = "at the smallest n, {init} beats scratch in {label}"
+    src = f"{SOURCE}, Figs. 3–4"
     if cases.empty:
         return [not_measurable("pretrained inits beat scratch at the smallest n", "no complete runs", SOURCE)]
     n0 = int(min(cases["n_train"]))
@@ -83,94 +132,144 @@ def smallest_n_findings(cases: pd.DataFrame) -> list[Finding]:
     out = []
     for init in others:
         for metric, (label, sign, digits) in METRIC_SIGN.items():
-            a, s = _values(cases, init, n0, metric), _values(cases, SCRATCH, n0, metric)
+            a, s = _case_values(cases, init, n0, metric), _case_values(cases, SCRATCH, n0, metric)
             text = claim.format(init=init, label=label)
             if a.size == 0 or s.size == 0:
-                rows = {i: cases[(cases["init"] == i) & (cases["n_train"] == n0)] for i in (init, SCRATCH)}
+                rows = {i: _group(cases, i, n0) for i in (init, SCRATCH)}
                 why = "; ".join(f"{i}: {int(r[metric].isna().sum())} of {len(r)} case values undefined"
                                 for i, r in rows.items())
                 out.append(not_measurable(
-                    text, f"no {label} values at n={n0} ({why}; a distance is undefined when a model predicts no "
-                          "muscle)", f"{SOURCE}, Figs. 3–4"))
+                    text, f"no {label} values at n={n0} ({why}; a distance of a failed case is scored as the "
+                          "study's worst, so none is finite in the whole study)", src, PAPER["smallest"]))
                 continue
-            u, p = mann_whitney(a, s)
-            diff = float(a.mean() - s.mean())
-            out.append(Finding(
-                claim=text, source=f"{SOURCE}, Figs. 3–4",
-                measured=(f"n={n0}: mean {label} {a.mean():.{digits}f} ({init}, {a.size} case values) vs "
-                          f"{s.mean():.{digits}f} (scratch, {s.size}); difference {diff:+.{digits}f}"),
-                agrees=direction(diff, sign), test="Mann–Whitney U (two-sided)", statistic=u, p_value=p))
+            r = _with_failures(compare(a, s, _unit(cases, (init, n0), (SCRATCH, n0))),
+                               _n_failed(cases, (init, n0), (SCRATCH, n0)))
+            out.append(judged(
+                text, f"n={n0}: mean {label} {a.mean():.{digits}f} ({init}, {a.size} cases) vs "
+                      f"{s.mean():.{digits}f} (scratch, {s.size}); paired difference {r.estimate:+.{digits}f}",
+                r, "difference", sign, src, PAPER["smallest"]))
     return out
 
 
-def _reach_n(d: pd.DataFrame, init: str, sign: int) -> tuple[int | None, float]:
-    """The smallest n from which ``init`` is never significantly worse than the observers (Dunnett
-    p >= ALPHA, or a difference in the better direction), and the p-value at that n."""
+def _dunnett_part(d: pd.DataFrame, init: str, n: int) -> ClaimTest | None:
+    row = d[(d["init"] == init) & (d["n_train"] == n)]
+    if row.empty:
+        return None
+    r = row.iloc[0]
+    return ClaimTest("Dunnett vs observers, two-sided", "test case", int(r["n"]), float(r["diff"]),
+                      float(r["statistic"]), float(r["p_value"]))
+
+
+def observer_findings(dunnett: dict[str, pd.DataFrame], cases: pd.DataFrame | None = None,
+                      observers: pd.DataFrame | None = None) -> list[Finding]:
+    """Table 1's claims per init: DSC significantly better than the observers at every n ≥ 50 (Dunnett on
+    per-case means; all of them must be: the largest p counts); RMS-DTA equivalent to the observers' at every
+    n ≥ 25 (paired TOST, margin :data:`RMS_MARGIN_CM`); and whether a pretrained init reaches them (not
+    significantly worse) at a smaller n than scratch (descriptive)."""
+    out: list[Finding] = []
+    src = f"{SOURCE}, Table 1"
+    d = dunnett.get("dsc", pd.DataFrame())
+    if d is None or d.empty:
+        out.append(not_measurable(f"from n ≥ {DSC_BETTER_FROM}, every init's DSC is better than the observers'",
+                                  "no Dunnett test against observers (no observers.csv)", src, PAPER["dsc_obs"]))
+    else:
+        ns = sorted(int(n) for n in d["n_train"].unique())
+        big = [n for n in ns if n >= DSC_BETTER_FROM]
+        for init in _inits(d):
+            claim = f"{init}: DSC significantly better than the observers at every n ≥ {DSC_BETTER_FROM}"
+            parts = [(n, p) for n in big if (p := _dunnett_part(d, init, n)) is not None]
+            if not parts:
+                out.append(not_measurable(claim, f"no {init} runs at n ≥ {DSC_BETTER_FROM} (this study's n: "
+                                                 f"{', '.join(map(str, ns))})", src, PAPER["dsc_obs"]))
+                continue
+            worst_dir = min(parts, key=lambda t: t[1].estimate)[1]
+            p_max = max(t[1].p_value for t in parts)
+            r = ClaimTest(f"Dunnett vs observers on per-case means, two-sided, at every n ≥ {DSC_BETTER_FROM} "
+                           "(largest p)", "test case (mean over runs; observers: mean over observers)",
+                           worst_dir.n, worst_dir.estimate, worst_dir.statistic, p_max)
+            out.append(judged(claim, "DSC − observers' DSC: " + ", ".join(
+                f"n={n} {p.estimate:+.3f} (p {p.p_value:.3g})" for n, p in parts), r, "difference", +1, src,
+                PAPER["dsc_obs"], note="Dunnett's test treats the groups as independent (the case pairing is not "
+                                       "used), one many-to-one family per n."))
+    have_obs = observers is not None and not observers.empty and cases is not None and not cases.empty
+    if not have_obs:
+        out.append(not_measurable(f"from n ≥ {RMS_ALIKE_FROM}, every init's RMS-DTA does not differ from the "
+                                  "observers'", "no observers.csv", src, PAPER["rms_obs"]))
+    else:
+        obs = per_case(observers, "rms_dta_cm")
+        ns = sorted(int(n) for n in cases["n_train"].unique())
+        big = [n for n in ns if n >= RMS_ALIKE_FROM]
+        drms = dunnett.get("rms", pd.DataFrame())
+        for init in _inits(cases):
+            claim = (f"{init}: RMS-DTA equivalent to the observers' (±{RMS_MARGIN_CM:g} cm) at every "
+                     f"n ≥ {RMS_ALIKE_FROM}")
+            parts = [(n, tost(_case_values(cases, init, n, "rms_dta_cm"), obs, RMS_MARGIN_CM,
+                              _unit(cases, (init, n))))
+                     for n in big if len(_group(cases, init, n))]
+            if not parts:
+                out.append(not_measurable(claim, f"no {init} runs at n ≥ {RMS_ALIKE_FROM} (this study's n: "
+                                                 f"{', '.join(map(str, ns))})", src, PAPER["rms_obs"]))
+                continue
+            worst = max(parts, key=lambda t: t[1].p_value if np.isfinite(t[1].p_value) else math.inf)[1]
+            r = ClaimTest(f"{worst.test} vs the observers' per-case mean, at every n ≥ {RMS_ALIKE_FROM} "
+                           "(largest p)", worst.unit, worst.n, worst.estimate, worst.statistic, worst.p_value,
+                           RMS_MARGIN_CM, _n_failed(cases, *[(init, n) for n, _ in parts]))
+            p_diff = [float(x) for x in drms[(drms["init"] == init) & drms["n_train"].isin(big)]["p_value"]]                 if drms is not None and not drms.empty else []
+            out.append(judged(claim, "RMS-DTA − observers' (cm): " + ", ".join(
+                f"n={n} {p.estimate:+.3f}" for n, p in parts), r, "equivalence", +1, src, PAPER["rms_obs"],
+                p_difference=min(p_diff) if p_diff else None,
+                note=f"margin ±{RMS_MARGIN_CM:g} cm; disagrees when Dunnett finds a difference at some n"))
+    if d is not None and not d.empty:
+        out += _reach_findings(d, src)
+    return out
+
+
+def _reach_n(d: pd.DataFrame, init: str) -> int | None:
+    """The smallest n from which ``init``'s DSC is never significantly worse than the observers' (Dunnett p >= α,
+    or a difference in the better direction)."""
     g = d[d["init"] == init].sort_values("n_train")
-    if g.empty:
-        return None, math.nan
-    ok = [(p >= ALPHA) or (sign * diff > 0) for p, diff in zip(g["p_value"], g["diff"])]
+    ok = [(p >= ALPHA) or (diff > 0) for p, diff in zip(g["p_value"], g["diff"])]
     for k in range(len(g)):
         if all(ok[k:]):
-            return int(g.iloc[k]["n_train"]), float(g.iloc[k]["p_value"])
-    return None, math.nan
+            return int(g.iloc[k]["n_train"])
+    return None
 
 
-def observer_findings(dunnett: dict[str, pd.DataFrame]) -> list[Finding]:
-    """From which n each init reaches the observers (Table 1), and whether pretrained inits get there first."""
-    out: list[Finding] = []
-    for key, metric in (("dsc", "dsc"), ("rms", "rms_dta_cm")):
-        label, sign, _ = METRIC_SIGN[metric]
-        d = dunnett.get(key, pd.DataFrame())
-        src = f"{SOURCE}, Table 1"
-        if d is None or d.empty:
-            out.append(not_measurable(f"models reach the observers' {label} as n grows",
-                                      "no Dunnett test against observers (no observers.csv)", src))
-            continue
-        inits = _inits(d)
-        reach = {i: _reach_n(d, i, sign) for i in inits}
-        n_max = int(d["n_train"].max())
-        text = ", ".join(f"{i}: {'n=' + str(n) if n is not None else 'not by n=' + str(n_max)}"
-                         for i, (n, _) in reach.items())
-        never = [i for i, (n, _) in reach.items() if n is None]
-        out.append(Finding(
-            claim=f"every init reaches the observers' {label} (not significantly worse) by the largest n",
-            measured=f"first n from which not significantly worse than the observers (Dunnett, α={ALPHA}): {text}",
-            agrees=not never, source=src, test="Dunnett vs observers",
-            note=(f"the paper: all inits from n=25 (RMS-DTA), better than observers in DSC from n=50; "
-                  f"{', '.join(never)} not by n={n_max}" if never else "the paper: all inits from n=25 (RMS-DTA), "
-                  "better than observers in DSC from n=50")))
-        if SCRATCH in reach and len(reach) > 1:
-            pre = {i: r for i, r in reach.items() if i != SCRATCH}
-            best_init, (best_n, best_p) = min(pre.items(), key=lambda kv: math.inf if kv[1][0] is None else kv[1][0])
-            scratch_n = reach[SCRATCH][0]
-            claim = f"a pretrained init reaches the observers' {label} at a smaller n than scratch"
-            if best_n is None and scratch_n is None:
-                out.append(not_measurable(claim, f"no init reaches the observers' {label} up to n={n_max}", src))
-                continue
-            agrees = best_n is not None and (scratch_n is None or best_n < scratch_n)
-            out.append(Finding(
-                claim=claim,
-                measured=(f"earliest pretrained: {best_init} at "
-                          f"{'n=' + str(best_n) if best_n is not None else 'no n'}; scratch at "
-                          f"{'n=' + str(scratch_n) if scratch_n is not None else 'no n up to ' + str(n_max)}"),
-                agrees=agrees, source=src, test="Dunnett vs observers" if best_n is not None else None,
-                p_value=best_p if best_n is not None else None,
-                note="the paper: segmentation (COCO) pretraining reaches the observers at n=5 (DSC), scratch at n=25"))
-    return out
+def _reach_findings(d: pd.DataFrame, src: str) -> list[Finding]:
+    inits = _inits(d)
+    reach = {i: _reach_n(d, i) for i in inits}
+    if SCRATCH not in reach or len(reach) < 2:
+        return []
+    claim = "a pretrained init reaches the observers' DSC (not significantly worse) at a smaller n than scratch"
+    n_max = int(d["n_train"].max())
+    pre = {i: r for i, r in reach.items() if i != SCRATCH}
+    best_init, best_n = min(pre.items(), key=lambda kv: math.inf if kv[1] is None else kv[1])
+    scratch_n = reach[SCRATCH]
+    if best_n is None and scratch_n is None:
+        return [not_measurable(claim, f"no init reaches the observers' DSC up to n={n_max}", src, PAPER["first"])]
+    gap = (math.inf if scratch_n is None else scratch_n) - (math.inf if best_n is None else best_n)
+    estimate = 0.0 if gap != gap else (1.0 if gap > 0 else -1.0)  # inf - inf is NaN: neither reaches
+    return [untested(claim, f"earliest pretrained: {best_init} at {'n=' + str(best_n) if best_n else 'no n'}; "
+                            f"scratch at {'n=' + str(scratch_n) if scratch_n else 'no n up to ' + str(n_max)}",
+                     estimate, +1, src, PAPER["first"],
+                     note="descriptive: reaching the observers is the absence of a significant difference "
+                          "(Dunnett), which is no evidence of equality; the paper: segmentation (COCO) pretraining "
+                          "at n=5, scratch at n=25")]
 
 
 def mann_whitney_table(cases: pd.DataFrame, metric: str = "rms_dta_cm") -> pd.DataFrame:
-    """Appendix C (long form): every pair of inits at every n, two-sided Mann–Whitney U of ``metric``."""
+    """Appendix C (long form): every pair of inits at every n, a two-sided test of ``metric`` on per-case means
+    (paired Wilcoxon signed-rank when the pair shares test cases, else Mann–Whitney U; the paper pooled its 16
+    models' predictions into a Mann–Whitney U test)."""
     rows = []
     for n in sorted(cases["n_train"].unique()) if not cases.empty else []:
-        present = [i for i in _inits(cases) if _values(cases, i, n, metric).size]
+        present = [i for i in _inits(cases) if _case_values(cases, i, n, metric).size]
         for a, b in itertools.combinations(present, 2):
-            va, vb = _values(cases, a, n, metric), _values(cases, b, n, metric)
-            u, p = mann_whitney(va, vb)
+            va, vb = _case_values(cases, a, n, metric), _case_values(cases, b, n, metric)
+            r = compare(va, vb)
             rows.append({"metric": metric, "n_train": int(n), "init_a": a, "init_b": b, "n_a": va.size,
-                         "n_b": vb.size, "mean_a": float(va.mean()), "mean_b": float(vb.mean()), "statistic": u,
-                         "p_value": p})
+                         "n_b": vb.size, "mean_a": float(va.mean()), "mean_b": float(vb.mean()), "test": r.test,
+                         "statistic": r.statistic, "p_value": r.p_value})
     return pd.DataFrame(rows, columns=MWU_COLUMNS)
 
 
@@ -187,54 +286,66 @@ def mann_whitney_matrices(long: pd.DataFrame) -> dict[int, pd.DataFrame]:
 
 
 def convergence_finding(cases: pd.DataFrame) -> Finding:
-    """"As n grows, differences between inits decrease" (the paper: all converge toward DSC ≈ 0.94): the range of
-    the inits' mean DSC and the number of init pairs whose DSC differs (Mann–Whitney, α = ALPHA) at the smallest
-    vs the largest n. DSC, not RMS-DTA, because it is defined for every case (empty predictions included)."""
+    """"As n grows, differences between inits decrease" (the paper: all converge toward DSC ≈ 0.94): per test case,
+    the range of the inits' per-case mean DSC at the smallest n minus that at the largest n, Wilcoxon signed-rank
+    over the test cases scored at both (expected positive). DSC, not RMS-DTA, because it is defined for every
+    case (empty predictions included)."""
     claim = "differences between inits shrink as n grows"
     src = f"{SOURCE}, Results and Appendix C"
     ns = sorted(cases["n_train"].unique()) if not cases.empty else []
     if len(ns) < 2:
-        return not_measurable(claim, "needs two or more n", src)
+        return not_measurable(claim, "needs two or more n", src, PAPER["converge"])
     n0, n1 = int(ns[0]), int(ns[-1])
-    means = cases.groupby(["n_train", "init"])["dsc"].mean()
-    both = set(means.loc[n0].dropna().index) & set(means.loc[n1].dropna().index)
+    both = [i for i in _inits(cases) if len(_group(cases, i, n0)) and len(_group(cases, i, n1))]
     if len(both) < 2:
-        return not_measurable(claim, f"needs two or more inits with DSC values at both n={n0} and n={n1}", src)
-    sub = cases[cases["init"].isin(both)]
-    pairs = mann_whitney_table(sub, "dsc")
-    spread = {n: float(means.loc[n][list(both)].max() - means.loc[n][list(both)].min()) for n in (n0, n1)}
-    sig = {n: (int((pairs.loc[pairs["n_train"] == n, "p_value"] < ALPHA).sum()), int((pairs["n_train"] == n).sum()))
-           for n in (n0, n1)}
-    return Finding(
-        claim=claim, source=src,
-        measured=(f"range of the mean DSC of {len(both)} inits {spread[n0]:.3f} at n={n0} vs {spread[n1]:.3f} at "
-                  f"n={n1}; init pairs differing (Mann–Whitney on DSC, α={ALPHA}): {sig[n0][0]}/{sig[n0][1]} at "
-                  f"n={n0}, {sig[n1][0]}/{sig[n1][1]} at n={n1}"),
-        agrees=direction(spread[n0] - spread[n1], +1))
+        return not_measurable(claim, f"needs two or more inits with DSC values at both n={n0} and n={n1}", src,
+                              PAPER["converge"])
+    spread = {}
+    for n in (n0, n1):
+        wide = pd.concat({i: _case_values(cases, i, n, "dsc") for i in both}, axis=1).dropna()
+        spread[n] = wide.max(axis=1) - wide.min(axis=1)
+    from musclelab.metrics.statistics import one_sample
+
+    shared = spread[n0].index.intersection(spread[n1].index)
+    if not len(shared):
+        return not_measurable(claim, f"no test case scored by every init at both n={n0} and n={n1}", src,
+                              PAPER["converge"])
+    d = (spread[n0].loc[shared] - spread[n1].loc[shared]).to_numpy(float)
+    r = one_sample(d, f"test case (range of {len(both)} inits' per-case mean DSC)")
+    r = ClaimTest(f"Wilcoxon signed-rank of range(n={n0}) − range(n={n1}), paired by test case, two-sided",
+                   r.unit, r.n, r.estimate, r.statistic, r.p_value,
+                   n_failed=_n_failed(cases, *[(i, n) for i in both for n in (n0, n1)]))
+    return judged(claim, f"mean per-case range of the inits' DSC {spread[n0].loc[shared].mean():.3f} at n={n0} vs "
+                         f"{spread[n1].loc[shared].mean():.3f} at n={n1}", r, "difference", +1, src,
+                  PAPER["converge"])
 
 
 def plateau_findings(cases: pd.DataFrame) -> list[Finding]:
-    """Appendix D: per init, the largest n against the next largest (the paper: 125 vs 100, p > 0.001)."""
+    """Appendix D: per init, DSC at the largest n against the next largest (the paper: 125 vs 100, no significant
+    difference) — a paired equivalence test (TOST) on per-case means, margin :data:`PLATEAU_MARGIN`."""
     ns = sorted(cases["n_train"].unique()) if not cases.empty else []
     src = f"{SOURCE}, Appendix D"
     if len(ns) < 2:
         return [not_measurable("performance plateaus: the largest n does not differ from the next",
-                               "needs two or more n", src)]
+                               "needs two or more n", src, PAPER["plateau"])]
     lo, hi = int(ns[-2]), int(ns[-1])
-    where = "" if (lo, hi) == (100, 125) else f" (the paper tests n=125 vs 100; this study's two largest n)"
+    where = "" if (lo, hi) == (100, 125) else " (the paper tests n=125 vs 100; this study's two largest n)"
     out = []
     for init in _inits(cases):
-        a, b = _values(cases, init, hi, "dsc"), _values(cases, init, lo, "dsc")
-        text = f"{init}: DSC at n={hi} does not differ from n={lo}{where}"
+        a, b = _case_values(cases, init, hi, "dsc"), _case_values(cases, init, lo, "dsc")
+        text = f"{init}: DSC at n={hi} equivalent to n={lo} (±{PLATEAU_MARGIN:g}){where}"
         if a.size == 0 or b.size == 0:
-            out.append(not_measurable(text, f"no DSC values for {init} at n={lo} or n={hi}", src))
+            out.append(not_measurable(text, f"no DSC values for {init} at n={lo} or n={hi}", src, PAPER["plateau"]))
             continue
-        u, p = mann_whitney(a, b)
-        out.append(Finding(
-            claim=text, source=src, test="Mann–Whitney U (two-sided)", statistic=u, p_value=p,
-            measured=f"mean DSC {a.mean():.3f} (n={hi}) vs {b.mean():.3f} (n={lo}), difference {a.mean() - b.mean():+.3f}",
-            agrees=None if math.isnan(p) else bool(p > PLATEAU_ALPHA),
-            note=f"agrees when p > {PLATEAU_ALPHA} (the paper's threshold)"))
+        unit = _unit(cases, (init, hi), (init, lo))
+        r = _with_failures(tost(a, b, PLATEAU_MARGIN, unit), _n_failed(cases, (init, hi), (init, lo)))
+        diff = compare(a, b, unit)
+        out.append(judged(text, f"mean DSC {a.mean():.3f} (n={hi}) vs {b.mean():.3f} (n={lo}), difference "
+                                f"{r.estimate:+.3f}", r, "equivalence", +1, src, PAPER["plateau"],
+                          p_difference=diff.p_value,
+                          note=f"the paper reports p > 0.001 (absence of significance); here equivalence within "
+                               f"±{PLATEAU_MARGIN:g} DSC must be shown (TOST), and a significant difference "
+                               f"(Wilcoxon p {diff.p_value:.3g}) disagrees"))
     return out
 
 
@@ -269,9 +380,10 @@ def split_design(manifests: pd.DataFrame | None) -> list[str]:
     return lines
 
 
-def mcsweeney_findings(cases: pd.DataFrame, dunnett: dict[str, pd.DataFrame]) -> list[Finding]:
+def mcsweeney_findings(cases: pd.DataFrame, dunnett: dict[str, pd.DataFrame],
+                       observers: pd.DataFrame | None = None) -> list[Finding]:
     """All McSweeney findings, in the order the report lists them."""
-    return [*smallest_n_findings(cases), *observer_findings(dunnett), convergence_finding(cases),
+    return [*smallest_n_findings(cases), *observer_findings(dunnett, cases, observers), convergence_finding(cases),
             *plateau_findings(cases)]
 
 
