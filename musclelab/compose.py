@@ -25,7 +25,11 @@ _HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "--shell-completion
 
 
 def config_dir() -> Path:
-    """The Hydra config tree: ``$MUSCLELAB_CONF`` or the ``conf/`` folder of the musclelab checkout."""
+    """The Hydra config tree: ``$MUSCLELAB_CONF`` or the ``conf/`` folder of the musclelab checkout (with the
+    resolvers it uses registered: ``${run_stamp:}``)."""
+    from musclelab.slurm import register_resolvers
+
+    register_resolvers()
     path = Path(os.environ.get("MUSCLELAB_CONF") or Path(__file__).resolve().parents[1] / "conf")
     if not (path / f"{CONFIG_NAME}.yaml").exists():
         raise SystemExit(f"musclelab: no {CONFIG_NAME}.yaml in config dir {path}; set MUSCLELAB_CONF to the conf/ "

@@ -17,9 +17,9 @@
   jobs of a re-launched sweep go through :mod:`musclelab.sweep_resume`.
 * :func:`mark_stopped`: a run stopped by SIGTERM (or SLURM's pre-timeout signal) is ``interrupted`` —
   resumable from its last complete epoch — not ``failed``. Lightning's signal connector turns SIGTERM into a
-  ``SIGTERMException`` at the next batch; SIGUSR1/SIGUSR2 outside SLURM are routed to the same path. On SLURM,
-  Lightning's ``SLURMEnvironment(auto_requeue=True, requeue_signal=SIGUSR1)`` requeues the job, and the
-  requeued job continues from ``last.ckpt`` (:mod:`musclelab.sweep_resume`).
+  ``SIGTERMException`` at the next batch; SIGUSR1/SIGUSR2 outside SLURM are routed to the same path. In a SLURM
+  job SIGUSR1 requeues the job (:mod:`musclelab.slurm`, not Lightning's auto-requeue: no ``hpc_ckpt_*.ckpt``),
+  SLURM's SIGTERM stops it, and the requeued job continues from ``last.ckpt`` (:mod:`musclelab.sweep_resume`).
 
 A resumed run goes back to the last *epoch* boundary (``last.ckpt`` is written after each epoch's validation):
 mid-epoch checkpoints would need the loader's position inside the epoch, which a map-style DataLoader does not
@@ -47,7 +47,6 @@ from musclelab.outputs.status import STATUS_FILE, mark_failed, read_status, writ
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted"
-REQUEUE_SIGNAL = signal.SIGUSR1  # SLURM: sbatch --signal=USR1@<seconds before the time limit>
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -174,14 +173,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def trainer_plugins() -> list[Any]:
-    """Lightning plug-ins for every training run: atomic checkpoints, and on SLURM the requeueing environment
-    (Lightning saves its state on :data:`REQUEUE_SIGNAL`, requeues the job, and the requeued job resumes)."""
-    from lightning_fabric.plugins.environments import SLURMEnvironment
+    """Lightning plug-ins for every training run: atomic checkpoints, and in a SLURM job the SLURM environment
+    with musclelab's requeue on SIGUSR1 instead of Lightning's (no ``hpc_ckpt_*.ckpt``: :mod:`musclelab.slurm`);
+    the requeued job resumes from ``last.ckpt``."""
+    from musclelab.slurm import cluster_plugins
 
-    plugins: list[Any] = [AtomicCheckpointIO()]
-    if SLURMEnvironment.detect():
-        plugins.append(SLURMEnvironment(auto_requeue=True, requeue_signal=REQUEUE_SIGNAL))
-    return plugins
+    return [AtomicCheckpointIO(), *cluster_plugins()]
 
 
 def trainer_callbacks() -> list[pl.Callback]:
@@ -198,7 +195,8 @@ def trainer_callbacks() -> list[pl.Callback]:
 
 class PreemptionSignals(pl.Callback):
     """Outside SLURM, SIGUSR1/SIGUSR2 (a scheduler's "time is almost up") stop the run like SIGTERM: at the next
-    batch, status ``interrupted``, resumable from ``last.ckpt``. On SLURM Lightning owns SIGUSR1 (requeue)."""
+    batch, status ``interrupted``, resumable from ``last.ckpt``. In a SLURM job SIGUSR1 requeues the job
+    (:mod:`musclelab.slurm`) and SLURM's SIGTERM then stops the run."""
 
     SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 

@@ -2,7 +2,9 @@
 
 Every sweep job of every launcher (basic, ``local_parallel``/joblib, ``slurm``/submitit, including a SLURM job
 requeued after preemption) runs ``train()``, whose first step (:func:`musclelab.resume.before_run`) calls
-:func:`prepare_sweep_job` with the job's directory ``<hydra.sweep.dir>/<job number>``:
+:func:`prepare_sweep_job` with the job's directory ``<hydra.sweep.dir>/<job number>``. A single run that SLURM
+requeued (``SLURM_RESTART_COUNT`` > 0; its directory is ``runs/slurm-<job id>`` by default, see
+:mod:`musclelab.slurm`) is treated the same way, so it continues in its own directory:
 
 | what the directory holds                           | what happens                                            |
 |----------------------------------------------------|---------------------------------------------------------|
@@ -37,8 +39,9 @@ HYDRA_BACKUP = ".hydra.launch"
 IGNORED_KEYS = ("resume",)
 
 
-def _sweep_job() -> tuple[int, str] | None:
-    """(job number, the job's output dir) inside a Hydra multirun job, else None."""
+def _sweep_job() -> tuple[str, str] | None:
+    """(name, the job's output dir) inside a Hydra multirun job ("sweep job <number>") or a requeued SLURM single
+    run ("SLURM job <id>"), else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -47,8 +50,12 @@ def _sweep_job() -> tuple[int, str] | None:
     except (ValueError, ImportError):
         return None
     if hc.mode != RunMode.MULTIRUN:
+        from musclelab import slurm
+
+        if slurm.in_slurm_job() and slurm.restart_count() > 0:
+            return f"SLURM job {slurm.job_id()}", str(hc.runtime.output_dir)
         return None
-    return int(hc.job.num), str(hc.runtime.output_dir)
+    return f"sweep job {int(hc.job.num)}", str(hc.runtime.output_dir)
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -85,13 +92,13 @@ def _restore_hydra(run_dir: Path) -> None:
 def prepare_sweep_job(cfg: DictConfig, run_dir: Path) -> str | None:
     """Decide what a sweep job does with what its directory already holds (see the module table).
 
-    Returns ``None`` outside a multirun, else ``"new"``, ``"complete"`` (the caller skips the job),
+    Returns ``None`` outside a multirun (and a requeued SLURM single run), else ``"new"``, ``"complete"`` (the caller skips the job),
     ``"resume"`` (``cfg.resume`` is set to ``run_dir``) or ``"rerun"``; raises :class:`ConfigError` when a
     complete or resumable job would be overwritten by a different config."""
     job = _sweep_job()
     if job is None:
         return None
-    num, job_dir = job
+    name, job_dir = job
     if Path(job_dir).resolve() != Path(run_dir).resolve():
         return None  # a run inside the job (e.g. a transfer chain's stage, which the stage cache manages)
     status = read_status(run_dir)
@@ -106,18 +113,18 @@ def prepare_sweep_job(cfg: DictConfig, run_dir: Path) -> str | None:
         if diff:
             _restore_hydra(run_dir)
             shown = ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
-            raise ConfigError(f"sweep job {num} ({run_dir}) is {status} with a different config: {shown} differ; "
+            raise ConfigError(f"{name} ({run_dir}) is {status} with a different config: {shown} differ; "
                               "re-launch with the same overrides, or use a new hydra.sweep.dir")
     if status == "complete":
-        log.info("sweep job %d: %s is complete with the same config; skipping it", num, run_dir)
+        log.info("%s: %s is complete with the same config; skipping it", name, run_dir)
         return "complete"
     if status in ("running", "interrupted") and last.exists():
-        log.info("sweep job %d: continuing the interrupted run in %s from %s", num, run_dir, last)
-        print(f"musclelab: sweep job {num}: continuing the interrupted run from {last}")
+        log.info("%s: continuing the interrupted run in %s from %s", name, run_dir, last)
+        print(f"musclelab: {name}: continuing the interrupted run from {last}")
         with open_dict(cfg):
             cfg.resume = str(run_dir)
         return "resume"
-    log.info("sweep job %d: %s was %s; training it again from the start", num, run_dir, status)
-    print(f"musclelab: sweep job {num}: previous attempt {status}; training it again from the start")
+    log.info("%s: %s was %s; training it again from the start", name, run_dir, status)
+    print(f"musclelab: {name}: previous attempt {status}; training it again from the start")
     _backup_hydra(run_dir)
     return "rerun"

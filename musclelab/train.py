@@ -37,6 +37,7 @@ from musclelab.outputs.plots import plot_learning_curve, plot_overlays
 from musclelab.outputs.status import write_status
 from musclelab.outputs.summary import print_summary
 from musclelab.resume import before_run, mark_stopped, trainer_callbacks, trainer_plugins
+from musclelab.slurm import cluster_plugins
 from musclelab.pretext import PRETEXT_TASKS
 from musclelab.pretext.pretrain import pretrained_trunk
 from musclelab.tasks import SegmentationTask
@@ -269,7 +270,7 @@ def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule
         accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, precision=cfg.trainer.get("precision"),
         logger=logger if logger else False, enable_progress_bar=bool(cfg.callbacks.progress_bar),
         enable_checkpointing=False, default_root_dir=str(run_dir), deterministic=cfg.trainer.get("deterministic"),
-        limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0),
+        limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0), plugins=cluster_plugins(),
     )
     model = SegmentationTask.load_from_checkpoint(str(best), map_location="cpu", weights_only=True)
     tester.test(model, datamodule=dm, verbose=False)

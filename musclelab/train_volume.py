@@ -105,13 +105,14 @@ def test_volume(cfg: DictConfig, run_dir: Path, best: Path, dm: Any, logger: Any
     import pytorch_lightning as pl
 
     from musclelab.outputs.volume import write_volume_test_outputs
+    from musclelab.slurm import cluster_plugins
     from musclelab.tasks.volume import VolumeSegmentationTask
 
     tester = pl.Trainer(
         accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, precision=cfg.trainer.get("precision"),
         logger=logger if logger else False, enable_progress_bar=bool(cfg.callbacks.progress_bar),
         enable_checkpointing=False, default_root_dir=str(run_dir), deterministic=cfg.trainer.get("deterministic"),
-        limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0),
+        limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0), plugins=cluster_plugins(),
     )
     model = VolumeSegmentationTask.load_from_checkpoint(str(best), map_location="cpu")
     model.prediction_dir = run_dir / "predictions"

@@ -253,14 +253,22 @@ def test_chain_stage_killed_then_resumed_is_exact(tmp_path):
 def test_slurm_requeue_is_wired(monkeypatch):
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
+    from musclelab import slurm
     from musclelab.resume import AtomicCheckpointIO, trainer_plugins
 
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     assert [type(p) for p in trainer_plugins()] == [AtomicCheckpointIO]
     monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.setenv("SLURM_JOB_NAME", "musclelab")
-    env = [p for p in trainer_plugins() if isinstance(p, SLURMEnvironment)]
-    assert len(env) == 1 and env[0].auto_requeue and env[0].requeue_signal == signal.SIGUSR1
+    old = signal.getsignal(signal.SIGUSR1)
+    try:
+        env = [p for p in trainer_plugins() if isinstance(p, SLURMEnvironment)]
+        # musclelab requeues on SIGUSR1 itself; Lightning's auto-requeue (which writes hpc_ckpt_*.ckpt) is off
+        assert len(env) == 1 and not env[0].auto_requeue and env[0].requeue_signal == signal.SIGUSR1
+        assert signal.getsignal(signal.SIGUSR1) is slurm.requeue
+    finally:
+        signal.signal(signal.SIGUSR1, old)
 
 
 def test_nan_voxels_are_refused_before_training(tmp_path):

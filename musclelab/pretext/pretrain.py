@@ -35,6 +35,7 @@ from musclelab.data.datamodule import SegmentationDataModule, SliceDataset
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, file_lock
 from musclelab.pretext import PRETEXT_TASKS, build_pretext_task
+from musclelab.slurm import cluster_plugins
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, i
         max_epochs=epochs, accelerator=cfg.trainer.get("accelerator", "auto"), devices=1,
         precision=cfg.trainer.get("precision"), deterministic=cfg.trainer.get("deterministic"), logger=False,
         enable_checkpointing=False, enable_progress_bar=bool(cfg.callbacks.progress_bar), num_sanity_val_steps=0,
-        callbacks=[best, stop],
+        callbacks=[best, stop], plugins=cluster_plugins(),  # no Lightning hpc checkpoint (musclelab.slurm)
     )
     trainer.fit(task, DataLoader(train_ds, batch_size=batch_size, shuffle=True),
                 DataLoader(val_ds, batch_size=batch_size))

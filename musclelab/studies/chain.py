@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, atomic_write_text, file_lock
 from musclelab.outputs.status import read_status
+from musclelab.slurm import cluster_plugins
 from musclelab.studies.figures import plot_forgetting_heatmap
 from musclelab.studies.forgetting import chain_metrics
 
@@ -363,6 +364,7 @@ def _evaluate(model: Any, cfg: DictConfig, name: str, ckpt: Path, key: str,
             logger=False, enable_progress_bar=bool(cfg.callbacks.progress_bar), enable_checkpointing=False,
             default_root_dir=str(run_dir), deterministic=cfg.trainer.get("deterministic"),
             limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0), enable_model_summary=False,
+            plugins=cluster_plugins(),  # no Lightning hpc checkpoint (musclelab.slurm)
         )
         tester.test(model, datamodule=dm, verbose=False)
         rows = pd.DataFrame(model.test_rows)
