@@ -63,6 +63,7 @@ AuthType=auth/munge
 AuthInfo=cred_expire=5
 CryptoType=crypto/munge
 MpiDefault=none
+MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

@@ -22,7 +22,7 @@ from conftest import TINY
 from musclelab.outputs.status import read_status
 
 REPO = Path(__file__).resolve().parents[1]
-MAX_EPOCHS = 6
+MAX_EPOCHS = 8  # ~0.5 s each here: the signal after epoch 1 lands well before the end
 # both jobs the same config (seed=0 twice): job 0 is the uninterrupted reference of job 1 and of a single run
 TRAIN = [*TINY, "logger=none", "cpu_threads=1", f"trainer.max_epochs={MAX_EPOCHS}"]
 SWEEP = [*TRAIN, "seed=0,0", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null",
@@ -141,7 +141,7 @@ def _sbatch_single_run(cwd: Path, env: dict[str, str]) -> str:
     run = [*TRAIN, "seed=0"]
     wrap = " ".join(["exec", shlex.quote(sys.executable), "-m", "musclelab.cli", "train", *map(shlex.quote, run)])
     out = subprocess.run(["sbatch", "--parsable", "--requeue", "--cpus-per-task=1", "--mem=1G", "--time=10",
-                          "--signal=USR1@120", f"--chdir={cwd}", f"--output={cwd}/single.log", "--open-mode=append",
+                          "--signal=B:USR1@120", f"--chdir={cwd}", f"--output={cwd}/single.log", "--open-mode=append",
                           "--job-name=musclelab-single", f"--wrap={wrap}"],
                          capture_output=True, text=True, check=True, env=env, timeout=30).stdout
     return out.strip().split(";")[0]
