@@ -32,3 +32,5 @@ def test_slurm_preset_composes_onto_submitit(tmp_path: Path) -> None:
     launcher = yaml.safe_load(out[out.index("hydra:"):])["hydra"]["launcher"]
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
     assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1 and launcher["tasks_per_node"] == 1
+    # musclelab's requeue signal (USR1 before the time limit), not submitit's USR2, which ends the job unrequeued
+    assert launcher["additional_parameters"]["signal"] == "USR1@120"

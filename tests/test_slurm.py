@@ -26,8 +26,7 @@ MAX_EPOCHS = 8  # ~0.5 s each here: the signal after epoch 1 lands well before t
 # both jobs the same config (seed=0 twice): job 0 is the uninterrupted reference of job 1 and of a single run
 TRAIN = [*TINY, "logger=none", "cpu_threads=1", f"trainer.max_epochs={MAX_EPOCHS}"]
 SWEEP = [*TRAIN, "seed=0,0", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null",
-         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10",
-         "+hydra.launcher.additional_parameters.signal=USR1@120"]  # README's pre-timeout signal
+         "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
 
 needs_slurm = pytest.mark.skipif(shutil.which("slurmctld") is None,
                                  reason="slurmctld not installed (.ci/slurm_up.sh installs it, as root)")
@@ -214,6 +213,8 @@ def test_requeued_jobs_match_the_uninterrupted_job(slurm_cluster: None, tmp_path
     for job in (f"{array_id}_1", single_id):
         info = _sh("scontrol", "show", "job", job)
         assert re.search(r"Restarts=1\b", info) and "JobState=COMPLETED" in info, info  # requeued once, then done
+    script = next((sweep / ".submitit").rglob("*_submission.sh")).read_text()
+    assert "#SBATCH --signal=USR1@120" in script and "trap 'true' USR1" in script  # the preset's pre-timeout signal
     log = "".join(p.read_text() for p in (sweep / ".submitit" / f"{array_id}_1").glob("*_log.*"))
     assert "sweep job 1: continuing the interrupted run" in log, log[-3000:]
     single_log = (single / "single.log").read_text()
