@@ -62,7 +62,7 @@ def test_single_run_directory_of_a_slurm_job_is_named_by_its_job_id(batch_job: N
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from musclelab.config_paths import config_dir
+    from musclelab.compose import config_dir
 
     def run_dir() -> str:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
