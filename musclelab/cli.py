@@ -12,6 +12,7 @@
   NRRD): masks in each scan's geometry, predictions.csv with areas/volumes, HU, SMA/SMD/SMI, overlays.
 * ``musclelab data verify <dataset> --root DIR [overrides]`` — integrity checks; exits 1 on errors.
 * ``musclelab data prepare <dataset> --root DIR [overrides]`` — build the 2D slice cache training will use.
+* ``musclelab --version`` — the installed version.
 """
 from __future__ import annotations
 
@@ -215,6 +216,11 @@ def run_report(args: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``musclelab`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["--version"], ["-V"]):
+        from musclelab import __version__
+
+        print(f"musclelab {__version__}")
+        return
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUBCOMMANDS:
         print(__doc__.strip())
         if argv and argv[0] not in ("-h", "--help"):

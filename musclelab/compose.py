@@ -24,16 +24,29 @@ _HYDRA_FLAGS_WITH_VALUES = ("-c", "--cfg", "-i", "--info", "-cn", "--config-name
 _HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "--shell-completion", "-sc", *_HYDRA_FLAGS_WITH_VALUES)
 
 
+#: the installed package; a wheel carries the config tree as ``musclelab/conf/`` (setup.py)
+PACKAGE = Path(__file__).resolve().parent
+
+
 def config_dir() -> Path:
-    """The Hydra config tree: ``$MUSCLELAB_CONF`` or the ``conf/`` folder of the musclelab checkout (with the
-    resolvers it uses registered: ``${run_stamp:}``)."""
+    """The Hydra config tree (with the resolvers it uses registered: ``${run_stamp:}``): ``$MUSCLELAB_CONF`` when
+    set; else the ``conf/`` folder of the checkout this package runs from (``pip install -e .`` or ``PYTHONPATH``,
+    with its git-ignored ``conf/local/``); else the copy a wheel installs (``musclelab/conf``)."""
     from musclelab.slurm import register_resolvers
 
     register_resolvers()
-    path = Path(os.environ.get("MUSCLELAB_CONF") or Path(__file__).resolve().parents[1] / "conf")
+    env = os.environ.get("MUSCLELAB_CONF")
+    checkout = PACKAGE.parent / "conf"
+    if env:
+        path = Path(env).expanduser()
+    elif (PACKAGE.parent / "pyproject.toml").is_file() and (checkout / f"{CONFIG_NAME}.yaml").is_file():
+        path = checkout
+    else:
+        path = PACKAGE / "conf"
     if not (path / f"{CONFIG_NAME}.yaml").exists():
-        raise SystemExit(f"musclelab: no {CONFIG_NAME}.yaml in config dir {path}; set MUSCLELAB_CONF to the conf/ "
-                         "folder of a musclelab checkout (pip install -e . keeps it in place)")
+        where = "MUSCLELAB_CONF" if env else "the installed package"
+        raise SystemExit(f"musclelab: no {CONFIG_NAME}.yaml in config dir {path} (from {where}); set MUSCLELAB_CONF "
+                         "to the conf/ folder of a musclelab checkout, or reinstall musclelab (its wheel carries conf/)")
     return path
 
 
