@@ -64,6 +64,17 @@ def run_train(args: list[str]) -> None:
     run_app("train", resume_overrides(args), lambda cfg: train(cfg).get("best_score"))
 
 
+def _print_help(command: str, args: list[str]) -> bool:
+    """``-h``/``--help`` of ``musclelab pretrain`` (no Hydra app of its own): print it; True if so."""
+    from musclelab.cli_help import hydra_command_help, wants_help
+    from musclelab.compose import compose_raw, config_dir
+
+    if not wants_help(args):
+        return False
+    print(hydra_command_help(command, args, str(config_dir()), compose_raw))
+    return True
+
+
 def run_phantom(args: list[str]) -> None:
     """``musclelab phantom``: write phantom cases as NIfTI plus meta.csv: ``--kind l3`` (default) single L3
     slices with muscle masks, ``--kind abdomen`` 3D abdominal volumes with liver/tumour labels (LiTS layout)."""
@@ -181,6 +192,8 @@ def run_pretrain(args: list[str]) -> None:
     from musclelab.pretext.pretrain import pretrained_trunk
     from musclelab.train import build_datamodule, validate_config
 
+    if _print_help("pretrain", args):
+        return
     try:
         cfg = compose_train_config(args)
         validate_config(cfg)

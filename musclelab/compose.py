@@ -110,6 +110,11 @@ def run_app(command: str, args: Sequence[str], main: Callable[["DictConfig"], An
             print(f"musclelab {command}: error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
+    from musclelab.cli_help import hydra_command_help, wants_help
+
+    if wants_help(list(args)):  # our own help, titled for the command (musclelab.cli_help)
+        print(hydra_command_help(command, list(args), str(config_dir()), compose_raw))
+        return
     sys.argv = [f"musclelab {command}", *args]
     precheck(command, sys.argv[1:])
     hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base=VERSION_BASE)(app)()

@@ -568,7 +568,8 @@ def _one_line(err: BaseException) -> str:
         for ln in lines[start:]:
             if ln.startswith("Config search path"):
                 break
-            opts.append(ln)
+            if not ln.startswith("_"):  # _common and other internal files are not choices
+                opts.append(ln)
         return f"{head}; known options: {', '.join(opts)}"
     return head
 
