@@ -12,6 +12,8 @@ conf_packages = ["musclelab.conf"] + sorted(
     "musclelab.conf." + ".".join(d.relative_to(CONF).parts) for d in CONF.rglob("*")
     if d.is_dir() and d.relative_to(CONF).parts[0] != "local")
 
-setup(packages=[*find_packages(include=["musclelab", "musclelab.*"]), *conf_packages],
+# hydra_plugins.musclelab_optuna_sweeper: Hydra loads sweepers only from the hydra_plugins namespace
+setup(packages=[*find_packages(include=["musclelab", "musclelab.*"]), "hydra_plugins.musclelab_optuna_sweeper",
+                *conf_packages],
       package_dir={"musclelab.conf": "conf"},
       package_data={p: ["*.yaml"] for p in conf_packages})

@@ -63,14 +63,14 @@ def musclelab_loop(cfg, task_template, init_state, batches, val_batches, epochs:
     """The same epochs through SegmentationTask + Trainer + the run's callbacks and logger."""
     import pytorch_lightning as pl
 
-    from musclelab.loggers import build_logger
+    from musclelab.loggers import build_loggers
     from musclelab.train import _params, build_callbacks
 
     task = copy.deepcopy(task_template)
     task.load_state_dict(init_state)
     callbacks, _ = build_callbacks(cfg, run_dir)
     timer = EpochTimer()
-    logger = build_logger(cfg.logger.name, run_dir, "bench", None, {}, **_params(cfg.logger))
+    logger = build_loggers(cfg.logger, run_dir, "bench", None, {})
     kwargs = {**_params(cfg.trainer, ()), "max_epochs": epochs}
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False,
                          callbacks=[*callbacks, timer], enable_progress_bar=bool(cfg.callbacks.progress_bar),

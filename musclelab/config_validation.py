@@ -250,11 +250,6 @@ def _schedulers():
     return SCHEDULERS
 
 
-def _loggers():
-    from musclelab.loggers import LOGGERS
-    return LOGGERS
-
-
 def _inits():
     from musclelab.transfer import INITS
     return INITS
@@ -296,6 +291,7 @@ RULES: list[Rule] = [
     Rule("test", "bool"),
     Rule("task_name", "str"),
     Rule("tags", "str_list"),
+    Rule("optimized_metric", "str", nullable=True, note="a logged metric, e.g. val/dice (hparams_search)"),
     Rule("eval.body_composition", "bool"),
     Rule("eval.level", "choice", choices=("slice", "volume", "both")),
     Rule("eval.save_volumes", "bool"),
@@ -436,13 +432,23 @@ RULES: list[Rule] = [
     Rule("callbacks.early_stopping.patience", "int", ge=1),
     Rule("callbacks.progress_bar", "bool"),
     Rule("callbacks.overlay_cases", "int", ge=0),
-    # logger
-    Rule("logger.name", "name", registry=_loggers),
-    Rule("logger.project", "str"),
-    Rule("logger.entity", "str", nullable=True),
-    Rule("logger.group", "str", nullable=True),
-    Rule("logger.mode", "choice", choices=("online", "offline", "disabled"), nullable=True),
-    Rule("logger.log_model", "any"),
+    Rule("callbacks.val_overlays.cases", "int", ge=0),
+    Rule("callbacks.val_overlays.every_n_epochs", "int", ge=1),
+    Rule("callbacks.extra", "any", note="plug-ins: <key>: {_target_: <Callback class>, ...its arguments}"),
+    # logger: one entry per logger (logger=[csv,mlflow]); unknown entries without _target_ fail in _check_loggers
+    Rule("logger.wandb.project", "str"),
+    Rule("logger.wandb.entity", "str", nullable=True),
+    Rule("logger.wandb.group", "str", nullable=True),
+    Rule("logger.wandb.mode", "choice", choices=("online", "offline", "disabled"), nullable=True),
+    Rule("logger.wandb.log_model", "any"),
+    Rule("logger.mlflow.tracking_uri", "str", nullable=True, note="null: sqlite:///<paths.log_dir>/mlflow.db"),
+    Rule("logger.mlflow.experiment_name", "str"),
+    Rule("logger.mlflow.artifact_location", "str", nullable=True),
+    Rule("logger.mlflow.log_model", "any"),
+    Rule("logger.csv", "any"),
+    Rule("logger.tensorboard", "any"),
+    # model=custom (a plug-in network): model._target_ is checked by importing it (musclelab.plugins)
+    Rule("model._target_", "str", nullable=True, note="module.Class of an nn.Module on PYTHONPATH"),
 ]
 
 
@@ -517,8 +523,22 @@ def _check_sections(cfg: DictConfig) -> str | None:
     return None
 
 
+def _check_loggers(cfg: DictConfig) -> str | None:
+    """Every ``logger`` entry a known logger or a ``_target_`` plug-in."""
+    section = _get(cfg, "logger")
+    if section is _ABSENT:
+        return None
+    from musclelab.loggers import check_loggers
+
+    try:
+        check_loggers(section)
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
 # Functions of the whole config returning a one-line problem or None; add yours here.
-CHECKS: list[Callable[[DictConfig], str | None]] = [_check_folds, _check_fractions, _check_sections]
+CHECKS: list[Callable[[DictConfig], str | None]] = [_check_folds, _check_fractions, _check_sections, _check_loggers]
 
 
 def problems(cfg: DictConfig) -> list[str]:

@@ -26,9 +26,10 @@ from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.containers import SliceSet
 from musclelab.data.sources import check_labels_early, source_form
 from musclelab.errors import ConfigError
+from musclelab.hparams_search import metric_value
 from musclelab.evaluation.volume_from_slices import check_level, level_rows, summarize_levels
 from musclelab.io import atomic_write_json, atomic_write_text
-from musclelab.loggers import LOGGERS, build_logger, finish_wandb
+from musclelab.loggers import build_loggers, check_loggers, finish_wandb
 from musclelab.losses import LOSSES
 from musclelab.metrics import observer_agreement, summarize
 from musclelab.models import MODELS, check_input_size
@@ -38,9 +39,11 @@ from musclelab.outputs.status import write_status
 from musclelab.outputs.summary import print_summary
 from musclelab.resume import before_run, mark_stopped, trainer_callbacks, trainer_plugins
 from musclelab.slurm import cluster_plugins
+from musclelab.plugins import check_targets, instantiate
 from musclelab.pretext import PRETEXT_TASKS
 from musclelab.pretext.pretrain import pretrained_trunk
 from musclelab.tasks import SegmentationTask
+from musclelab.tracking import log_run_end, tracking_callbacks
 from musclelab.train_volume import (VOLUME_KEYS, build_volume_datamodule, check_volume_config, is_volume,
                                     test_volume, volume_task)
 from musclelab.transfer import apply_init, check_init_config, expects_imagenet_norm
@@ -73,7 +76,8 @@ def validate_config(cfg: DictConfig) -> None:
     LOSSES.get(cfg.loss.name)
     OPTIMIZERS.get(cfg.optim.name)
     SCHEDULERS.get(cfg.optim.get("scheduler") or "none")
-    LOGGERS.get(cfg.logger.name)
+    check_loggers(cfg.logger)
+    check_targets(cfg)  # plug-ins (model._target_, callbacks.extra, logger.<name>._target_) import
     check_init_config(init_settings(cfg), source_pending=cfg.init.name in PRETEXT_TASKS)
     if expects_imagenet_norm(cfg.init.name) and cfg.data.channels != 3 and not cfg.init.get("adapt_first_conv"):
         raise ConfigError(f"init={cfg.init.name} expects 3-channel ImageNet-normalised input: set data.channels=3 "
@@ -137,6 +141,8 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
     if cb.early_stopping.enabled:
         es = _params(cb.early_stopping, ("enabled",))
         callbacks.append(EarlyStopping(**es))
+    for key, spec in (cb.get("extra") or {}).items():  # plug-ins: +callbacks.extra.<key>._target_=<class>
+        callbacks.append(instantiate(spec, f"callbacks.extra.{key}", Callback))
     return callbacks, ckpt
 
 
@@ -213,10 +219,11 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             init["weights_path"] = str(pretrained_trunk(cfg, dm, run_dir))
         apply_init(task.net, init, run_dir, cfg.model.name)
     run_name, group = _sweep_group(run_dir)
-    lparams = _params(cfg.logger)
-    group = lparams.pop("group", None) or group
-    logger = build_logger(cfg.logger.name, run_dir, run_name, group, resolved, **lparams)
+    logger = build_loggers(cfg.logger, run_dir, run_name, group, resolved, tags=list(cfg.get("tags") or []),
+                           log_dir=Path(cfg.paths.log_dir), experiment=cfg.task_name)  # [] without a logger
     callbacks, ckpt_cb = build_callbacks(cfg, run_dir)
+    if logger:  # step loss, learning rate, validation overlays (musclelab.tracking)
+        callbacks += tracking_callbacks(run_dir, _params(cfg.callbacks.get("val_overlays"), ()))
     callbacks += trainer_callbacks()  # random states in checkpoints, NaN/inf stop, preemption signals
     trainer_kwargs = _params(cfg.trainer, ())
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False, callbacks=callbacks,
@@ -237,6 +244,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         plot_learning_curve(pd.read_csv(metrics_csv), run_dir / "learning_curve.png")
     if cfg.test and len(dm.datasets["test"]) > 0:
         result.update(_test(cfg, run_dir, best, dm, logger))
+        log_run_end(logger, run_dir)  # test overlay, learning curve, test_cases table for the trackers
+    if cfg.get("optimized_metric"):  # what a sweeper optimises (hparams_search): in the result and run_status.json
+        result[cfg.optimized_metric] = metric_value(run_dir, result, cfg.optimized_metric, monitor,
+                                                    cfg.callbacks.checkpoint.mode)
     print_summary(run_dir, result)
     return result
 
@@ -292,6 +303,13 @@ def _baseline(cfg: DictConfig, run_dir: Path, dm: SegmentationDataModule) -> dic
     result: dict[str, float] = {"fit_time_s": 0.0}
     if rows:
         result.update(_write_test_outputs(run_dir, dm, rows, examples, list(dm.class_names), seconds, None, None))
+    name = cfg.get("optimized_metric")
+    if name and str(name).startswith("val/") and len(dm.datasets["val"]) > 0:  # a sweeper's value: scored on val
+        val_rows, _, _ = evaluate_baseline(cfg.model.name, _params(cfg.model.get("params"), ()), dm.datasets["val"],
+                                           list(dm.class_names), body_composition=False, n_examples=0)
+        column = str(name).split("/", 1)[1]
+        values = [r[column] for r in val_rows if column in r]
+        result[name] = float(np.nanmean(values)) if values else float("nan")
     print_summary(run_dir, result)
     return result
 
@@ -311,9 +329,6 @@ def _write_test_outputs(run_dir: Path, dm: SegmentationDataModule, case_rows: li
                                                       **({"metrics_by_level": by_level} if by_level else {})})
     write_observer_agreement(dm.datasets["test"].slices, run_dir)
     scores = dict(zip(rows["case_id"], rows["dice"])) if "dice" in rows else None
-    overlay = plot_overlays(examples, class_names, run_dir / "test_overlay.png", scores)
-    if logger is not None and hasattr(logger, "log_image"):
-        logger.log_image("test/overlay", [str(overlay)])
-        logger.log_image("learning_curve", [str(run_dir / "learning_curve.png")])
+    plot_overlays(examples, class_names, run_dir / "test_overlay.png", scores)
     out = {f"test/{k}": v["mean"] for k, v in summary.items() if not k.startswith("spacing")}
     return {**out, "inference_ms_per_slice": ms_per_slice}

@@ -25,6 +25,7 @@ from musclelab.models import smp as _smp  # noqa: F401,E402
 from musclelab.models import paratranscnn as _paratranscnn  # noqa: F401  (registers "paratranscnn")
 from musclelab.models import segresnet as _segresnet  # noqa: F401,E402
 from musclelab.models import dynunet as _dynunet  # noqa: F401,E402
+from musclelab.models import custom as _custom  # noqa: F401,E402  (model=custom: a plug-in by model._target_)
 from musclelab.models.fcn import FCNLogits  # noqa: E402
 
 __all__ = [

@@ -35,7 +35,7 @@ def plot_learning_curve(metrics: pd.DataFrame, path: str | Path) -> Path:
 
 
 def plot_overlays(examples: Sequence[dict], class_names: Sequence[str], path: str | Path,
-                  scores: dict[str, float] | None = None) -> Path:
+                  scores: dict[str, float] | None = None, heading: str = "test cases") -> Path:
     """One column per test case: image, ground truth (filled) and prediction (contour) overlaid.
 
     ``examples`` hold ``case_id``, ``image`` (C,H,W network input), ``label`` and ``pred`` (H,W);
@@ -61,5 +61,5 @@ def plot_overlays(examples: Sequence[dict], class_names: Sequence[str], path: st
         ax.set_title(title, fontsize=7)
     for ax in axes[0]:
         ax.axis("off")
-    fig.suptitle("test cases: ground truth filled, prediction outlined", fontsize=8)
+    fig.suptitle(f"{heading}: ground truth filled, prediction outlined", fontsize=8)
     return save_figure(fig, path)

@@ -44,11 +44,13 @@ def wandb_target(study_dir: str | Path) -> WandbTarget | None:
     study_dir = Path(study_dir)
     for run_dir in find_run_dirs(study_dir):
         cfg = load_config(run_dir)
-        if _get(cfg, "logger.name") != "wandb":
+        # logger.wandb.* (one entry per logger), or logger.name=wandb in runs made before several loggers per run
+        key = "logger.wandb" if isinstance(_get(cfg, "logger.wandb"), Mapping) else "logger"
+        if key == "logger" and _get(cfg, "logger.name") != "wandb":
             continue
-        group = _get(cfg, "logger.group") or run_dir.parent.name
-        return WandbTarget(project=_get(cfg, "logger.project", "musclelab"), entity=_get(cfg, "logger.entity"),
-                           group=group, mode=_get(cfg, "logger.mode") or os.environ.get("WANDB_MODE"))
+        group = _get(cfg, f"{key}.group") or run_dir.parent.name
+        return WandbTarget(project=_get(cfg, f"{key}.project", "musclelab"), entity=_get(cfg, f"{key}.entity"),
+                           group=group, mode=_get(cfg, f"{key}.mode") or os.environ.get("WANDB_MODE"))
     return None
 
 
