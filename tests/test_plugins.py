@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from musclelab.checkpoint_meta import load_checkpoint
-from musclelab.data.phantom import write_phantom_dataset
+from musclelab.phantoms.l3 import write_phantom_dataset
 from musclelab.errors import ConfigError
 from musclelab.predict import main_predict
 from musclelab.train import train, validate_config
