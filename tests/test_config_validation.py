@@ -12,11 +12,11 @@ import fake_datasets as F  # noqa: E402
 from conftest import TINY, run_cli  # noqa: E402
 
 from musclelab import cli  # noqa: E402
-from musclelab.compose import compose_train_config  # noqa: E402
+from musclelab.compose import compose_train_config, config_dir  # noqa: E402
 from musclelab.config_validation import RULES, Rule, problems, validate  # noqa: E402
 from musclelab.errors import ConfigError  # noqa: E402
 
-CONF = cli.config_dir()
+CONF = config_dir()
 # every option of every config group a user picks (the data sets through their own rules)
 GROUP_OPTIONS = [[f"{g}={p.stem}"] for g in ("data", "optim", "trainer", "logger", "loss", "init")
                  for p in sorted((CONF / g).glob("*.yaml")) if not p.stem.startswith("_")]
