@@ -122,7 +122,8 @@ KW_VOLUMES = 10   # test volumes per fold (the paper: 3-fold, 20 train / 10 test
 def kawamoto_study(root: Path, seed: int, planted: bool) -> Path:
     """Label sets Q, Q&E, P, P&E, E, Q&P over 3 folds of 10 test volumes (per-volume scores, ``level=volume``).
 
-    A volume's Dice = the muscle's level + the volume's difficulty (sd 0.05; the ESM 0.015) + run noise (sd 0.01). Null: w/ESM =
+    A volume's Dice = the muscle's level + the volume's difficulty (sd 0.05; the ESM 0.015) + run noise (sd 0.01).
+    Null: w/ESM =
     wo/ESM, the ESM partner = the other partner, and the ESM's own Dice 0.02 (the equivalence margin) lower when
     paired. Planted (Table 1): Q 0.381 → 0.832, P 0.901 → 0.913 w/ESM; the ESM partner 0.05 better than P for Q
     (Table 2); the ESM 0.930 alone, 0.925 paired.

@@ -63,7 +63,8 @@ def _simulate(tmp_path: Path, kind: str, planted: bool, n: int) -> dict[str, tup
 
 
 CALIBRATED = {
-    "mcsweeney": ["at the smallest n, coco beats scratch in DSC", "at the smallest n, coco beats scratch in RMS-DTA (cm)",
+    "mcsweeney": ["at the smallest n, coco beats scratch in DSC",
+                  "at the smallest n, coco beats scratch in RMS-DTA (cm)",
                   "coco: DSC significantly better than the observers at every n ≥ 50",
                   "coco: RMS-DTA equivalent to the observers' (±0.1 cm) at every n ≥ 25",
                   "differences between inits shrink as n grows",

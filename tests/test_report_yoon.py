@@ -209,7 +209,8 @@ def test_chains_report_groups_models(tmp_path):
     assert table.loc["vnet", "acc"] == "0.790"
     # curves 0.3, 0.4, 0.5 (+0.01 per stage): 95% of the best is first reached at the 3rd epoch
     assert table.loc["unet", "epochs_first_stage"] == "3.0 ± 0.0"  # stages "a" and "b"
-    assert table.loc["unet", "epochs_after_transfer"] == "3.0 ± 0.0"  # a→b and b→a, each against b / a from scratch
+    # a→b and b→a, each against b / a from scratch
+    assert table.loc["unet", "epochs_after_transfer"] == "3.0 ± 0.0"
     # vnet has only a→b: no from-scratch stage on b, so no fixed target to measure its convergence against
     assert table.loc["vnet", "epochs_after_transfer"] == "–"
     models = pd.read_csv(root / "report" / "chains_models.csv")
@@ -287,7 +288,8 @@ def test_architecture_findings_are_computed(tmp_path):
     write_report(root)
     f = pd.read_csv(root / "report" / "findings.csv").set_index("claim")
     assert f.loc["VNet segments muscle best of the networks (highest Dice)", "verdict"] == "not measurable"
-    cmp = "CNNs (VNet, UNet) are competitive with transformers (UNETR, Swin-UNETR): mean Dice not lower by more than 0.02"
+    cmp = ("CNNs (VNet, UNet) are competitive with transformers (UNETR, Swin-UNETR): mean Dice not lower by more "
+           "than 0.02")
     assert f.loc[cmp, "verdict"] in ("disagrees", "inconclusive")   # unet ~0.80 vs swin_unetr ~0.84
     assert f.loc[cmp, "kind"] == "non-inferiority" and f.loc[cmp, "unit"].startswith("test case")
     assert "## Findings" in (root / "report" / "report.md").read_text()

@@ -341,7 +341,8 @@ def tost(a: pd.Series | ArrayLike, b: pd.Series | ArrayLike | None, margin: floa
     y = None if y is None else y[np.isfinite(y)]
     paired = y is None
     est = float(x.mean() - (0.0 if paired else y.mean())) if x.size and (paired or y.size) else math.nan
-    name = f"TOST equivalence (two one-sided t-tests{', paired' if paired and b is not None else ''}), margin ±{margin:g}"
+    how = ", paired" if paired and b is not None else ""
+    name = f"TOST equivalence (two one-sided t-tests{how}), margin ±{margin:g}"
     t_lo, p_lo = _t_one_sided(x, y, -margin, "greater")
     t_hi, p_hi = _t_one_sided(x, y, margin, "less")
     p = max(p_lo, p_hi) if np.isfinite(p_lo) and np.isfinite(p_hi) else math.nan

@@ -491,8 +491,8 @@ def render_markdown(res: ArchitecturesResult, figure: str) -> str:
     lines += ["## Table 3: architectures", "",
               "Mean ± sd (sample sd) over the pooled test cases of each model's complete runs (several seeds: "
               "their cases together; a failed case, whose prediction is empty, has Dice 0 and the study's worst "
-              "HD95, and is counted in `failed / cases`); training time (`fit_time_s`) and inference time per slice are means over "
-              "the model's runs.", "", md_table(table3(res.table)), "",
+              "HD95, and is counted in `failed / cases`); training time (`fit_time_s`) and inference time per "
+              "slice are means over the model's runs.", "", md_table(table3(res.table)), "",
               "Runs and cases per model: " + ", ".join(f"{r.model} {r.n_runs} run(s) / {r.n_cases} cases"
                                                        for r in res.table.itertuples(index=False)), "",
               f"![Test Dice per architecture]({figure})", ""]

@@ -38,8 +38,8 @@ import pandas as pd  # noqa: E402
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.metrics.statistics import ClaimTest, compare, noninferiority, one_sample  # noqa: E402
-from musclelab.report.findings import (Finding, findings_markdown, not_measurable, judged,  # noqa: E402
-                                       untested, write_findings)
+from musclelab.report.findings import (Finding, findings_markdown, judged, not_measurable,  # noqa: E402
+                                       write_findings)
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import _natural_key, report_dir  # noqa: E402
@@ -558,9 +558,11 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
                   "mean test Dice per data set.", "", md_table(s.drop(columns=["chain_dir"])), ""]
         lines += ["## Per model", "",
                   "Mean ± sd over orderings of two or more stages; learning speed = epochs until the validation "
-                  f"Dice first reaches {SPEED_FRACTION:.0%} of a fixed target per data set — the best validation Dice "
+                  f"Dice first reaches {SPEED_FRACTION:.0%} of a fixed target per data set — the best validation "
+                  "Dice "
                   "of the from-scratch stage on it — for first stages (from the initial weights) and for stages "
-                  "that start from an earlier stage (a stage that never reaches it counts as its epochs + 1).", "", md_table(res.per_model),
+                  "that start from an earlier stage (a stage that never reaches it counts as its epochs + 1).", "",
+                  md_table(res.per_model),
                   ""]
     lines += [findings_markdown(res.findings, intro="The paper's sequential-transfer claims against these chains "
                                 "(computed from the files above; a claim is judged only where the runs can tell).")]

@@ -342,7 +342,8 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
           f"{', '.join(str(len(d['rows'])) for d in models.values())}; runs (seeds) per model: "
           f"{runs_text} (a volume's values are "
           "averaged over a model's runs; failed classes are scored: Dice 0, the study's worst distance).", "",
-          "## Figure 5: per class (DC, ASSD mm, HD mm, RAVD %, VC; failed = failed / run × volume rows)", "", md_table(_fmt(wide)), "",
+          "## Figure 5: per class (DC, ASSD mm, HD mm, RAVD %, VC; failed = failed / run × volume rows)", "",
+          md_table(_fmt(wide)), "",
           "## Per group (means of the classes)", "", md_table(_fmt(groups)), "",
           f"## ICC of the volumes ({ICC_FORM}: two-way random, absolute agreement, single rater), mean over classes",
           "", md_table(_fmt(icc_mean)), "", "Per class: `icc.csv`.", "",

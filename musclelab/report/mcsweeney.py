@@ -18,7 +18,8 @@ runs (folds × draws × seeds, which all score the same hold-out test cases), an
 tests are over those per-case means — not over pooled (run × case) rows, which would count one case once per run
 as if independent. A failed case (the model predicted no muscle, so its RMS-DTA is undefined) stays in: its
 RMS-DTA is scored as the worst RMS-DTA of the whole study (models and observers), its DSC is 0, and every table
-counts the failures (:func:`score_failures`). The primary DSC is ``dice_pp`` (after the paper's bone post-processing) when
+counts the failures (:func:`score_failures`). The primary DSC is ``dice_pp`` (after the paper's bone
+post-processing) when
 ``test_cases.csv`` has it, else ``dice``; RMS-DTA is ``rms_dta_cm`` when present, else ``rms_dta`` / 10.
 """
 from __future__ import annotations
@@ -39,7 +40,8 @@ import pandas as pd  # noqa: E402
 from musclelab.io import atomic_write_text  # noqa: E402
 from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.report.markdown import md_table as _md_table  # noqa: E402
-from musclelab.metrics.statistics import dunnett_vs_control, fill_failures, mean_ci, per_case, worst_value  # noqa: E402,E501
+from musclelab.metrics.statistics import (dunnett_vs_control, fill_failures, mean_ci, per_case,  # noqa: E402
+                                          worst_value)
 
 from . import mcsweeney_findings as mf  # noqa: E402
 from .mcsweeney_findings import init_order, mwu_markdown  # noqa: E402
@@ -208,7 +210,8 @@ def load_observers(study: Study) -> pd.DataFrame | None:
 
 def score_failures(cases: pd.DataFrame, obs: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
     """Failed cases kept in the statistics: ``cases`` with a ``failed`` column (RMS-DTA undefined and DSC 0: the
-    model predicted no muscle, or muscle where the reference has none) and those RMS-DTA values scored as the worst RMS-DTA of the study (models and observers,
+    model predicted no muscle, or muscle where the reference has none) and those RMS-DTA values scored as the worst
+    RMS-DTA of the study (models and observers,
     cm); DSC needs nothing (an empty prediction has DSC 0). Returns ``(cases, notes)``; the notes say what was
     scored. SMD is undefined for an empty prediction and is left out of the SMD means (counted in ``failed``)."""
     cases = cases.copy()
@@ -662,7 +665,8 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
     src = {m: ", ".join(f"`{k}`" for k in c) or "–" for m, c in res.sources.items()}
     lines += ["## Results per group", "",
               f"Mean [95% CI] over the test cases of each (init, n) group, each case's value averaged over the "
-              f"group's runs (folds × subset draws × seeds); failed predictions are in, scored (Runs table). DSC from {src['dsc']}; RMS-DTA from {src['rms_dta_cm']}.", ""]
+              f"group's runs (folds × subset draws × seeds); failed predictions are in, scored (Runs table). "
+              f"DSC from {src['dsc']}; RMS-DTA from {src['rms_dta_cm']}.", ""]
     if len(res.band):
         b = res.band
         obs_n = int(b["n_observers"].max())
@@ -696,7 +700,8 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
     lines += ["## Appendix C: inter-model Mann–Whitney U tests (RMS-DTA)", "",
               "Two-sided p-values of each pair of inits at each n on per-case RMS-DTA (mean over runs): "
               "Wilcoxon signed-rank paired by test case (Mann–Whitney U when a pair shares no case; the paper "
-              "pooled its models' predictions into Mann–Whitney U tests); long form in `mannwhitney_rms.csv`.", "", *mwu_markdown(res.mann_whitney, format_p)]
+              "pooled its models' predictions into Mann–Whitney U tests); long form in `mannwhitney_rms.csv`.", "",
+              *mwu_markdown(res.mann_whitney, format_p)]
     curves = {k.split(":", 1)[1]: v for k, v in figures.items() if k.startswith("appendix_a:")}
     if curves:
         lines += ["## Appendix A: pretext training curves", "",

@@ -214,7 +214,9 @@ def observer_findings(dunnett: dict[str, pd.DataFrame], cases: pd.DataFrame | No
             r = ClaimTest(f"{worst.test} vs the observers' per-case mean, at every n ≥ {RMS_ALIKE_FROM} "
                            "(largest p)", worst.unit, worst.n, worst.estimate, worst.statistic, worst.p_value,
                            RMS_MARGIN_CM, _n_failed(cases, *[(init, n) for n, _ in parts]))
-            p_diff = [float(x) for x in drms[(drms["init"] == init) & drms["n_train"].isin(big)]["p_value"]]                 if drms is not None and not drms.empty else []
+            p_diff = []
+            if drms is not None and not drms.empty:
+                p_diff = [float(x) for x in drms[(drms["init"] == init) & drms["n_train"].isin(big)]["p_value"]]
             out.append(judged(claim, "RMS-DTA − observers' (cm): " + ", ".join(
                 f"n={n} {p.estimate:+.3f}" for n, p in parts), r, "equivalence", +1, src, PAPER["rms_obs"],
                 p_difference=min(p_diff) if p_diff else None,
