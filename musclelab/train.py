@@ -1,8 +1,12 @@
 """``train(cfg)``: one training run from a resolved Hydra config to a complete run directory.
 
 The Hydra entry point (``musclelab train``) only calls :func:`train`; tests and studies call it directly.
-Order matters: everything a user can get wrong (names, image size, ``data.n_train``) is checked before
-any training, and ``run_status.json`` says ``complete`` only after every output file has been written.
+Slices and volumes take one path: ``data.spatial_dims`` (2 or 3) is read once (:func:`spatial_dims`) and
+chooses the source's form, the datamodule (:func:`build_datamodule`), the task (:func:`build_task`, which hands
+``spatial_dims`` to the model builders) and the test outputs; the test itself is the one test path
+(:mod:`musclelab.evaluation.tester`). Order matters: everything a user can get wrong (names, image size,
+``data.n_train``) is checked before any training, and ``run_status.json`` says ``complete`` only after every
+output file has been written.
 """
 from __future__ import annotations
 
@@ -31,21 +35,18 @@ from musclelab.evaluation.volume_from_slices import check_level, level_rows, sum
 from musclelab.io import atomic_write_json, atomic_write_text
 from musclelab.loggers import build_loggers, check_loggers, finish_wandb
 from musclelab.losses import LOSSES
-from musclelab.metrics import observer_agreement, summarize
+from musclelab.metrics import observer_agreement
 from musclelab.models import MODELS, check_input_size
 from musclelab.optim import OPTIMIZERS, SCHEDULERS
 from musclelab.outputs.plots import plot_learning_curve, plot_overlays
 from musclelab.outputs.status import write_status
 from musclelab.outputs.summary import print_summary
 from musclelab.resume import before_run, mark_stopped, trainer_callbacks, trainer_plugins
-from musclelab.slurm import cluster_plugins
 from musclelab.plugins import check_targets, instantiate
 from musclelab.pretext import PRETEXT_TASKS
 from musclelab.pretext.pretrain import pretrained_trunk
-from musclelab.tasks import SegmentationTask
 from musclelab.tracking import log_run_end, tracking_callbacks
-from musclelab.train_volume import (VOLUME_KEYS, build_volume_datamodule, check_volume_config, is_volume,
-                                    test_volume, volume_task)
+from musclelab.evaluation.tester import load_for_test, run_test, task_class
 from musclelab.transfer import apply_init, check_init_config, expects_imagenet_norm
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
+
+# data fields of volumes (3D) only; the slice datamodule does not take them
+VOLUME_KEYS = ("spatial_dims", "spacing", "patch_size", "patches_per_volume", "crop_foreground")
 
 
 def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
@@ -62,13 +66,64 @@ def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> di
     return {k: v for k, v in out.items() if k not in drop}
 
 
+def spatial_dims(cfg: DictConfig) -> int:
+    """``data.spatial_dims`` (2 when absent); anything but 2 or 3 is a one-line error."""
+    nd = cfg.data.get("spatial_dims", 2)
+    if nd not in (2, 3):
+        raise ConfigError(f"data.spatial_dims must be 2 (slices) or 3 (volumes), got {nd}")
+    return int(nd)
+
+
+def _plain(section: Any) -> Any:
+    return OmegaConf.to_container(section, resolve=True) if section is not None else None
+
+
+def _patch_size(cfg: DictConfig) -> list[int]:
+    patch = _plain(cfg.data.get("patch_size"))
+    return [patch] * 3 if isinstance(patch, int) else patch
+
+
+def check_volume_config(cfg: DictConfig) -> None:
+    """Volume settings and the model's 3D support and patch size, before any data is loaded (one-line
+    :class:`ConfigError` naming the field)."""
+    from musclelab.models.registry import dims_error
+
+    patch = _plain(cfg.data.get("patch_size"))
+    if patch is None:
+        raise ConfigError("data.patch_size is not set: volumes train on patches, e.g. data.patch_size=[96,96,96]")
+    spacing = _plain(cfg.data.get("spacing"))
+    if spacing is not None and (not isinstance(spacing, list) or len(spacing) != 3
+                                or any(not isinstance(s, (int, float)) or s <= 0 for s in spacing)):
+        raise ConfigError(f"data.spacing must be three positive numbers (z, row, col) in mm or null, got {spacing}")
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"model={cfg.model.name} is a 2D baseline; volumes (data.spatial_dims=3) need a 3D network: "
+                          f"model={'|'.join(n for n in MODELS.names() if 3 in MODELS.get(n).spatial_dims)}")
+    problem = dims_error(cfg.model.name, 3)
+    if problem:
+        raise ConfigError(problem)
+    params = _plain(cfg.model.get("params")) or {}
+    if "spatial_dims" in params:
+        raise ConfigError("model.params.spatial_dims is set from the data: remove it and use data.spatial_dims")
+    try:
+        check_input_size(cfg.model.name, patch, spatial_dims=3, **params)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from None
+    sw = _plain(cfg.get("eval", {}).get("sliding_window")) or {}
+    try:
+        from musclelab.inference import window_from_config
+
+        window_from_config(patch if isinstance(patch, list) else [patch] * 3, sw)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"eval.sliding_window: {err}") from None
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Fail fast, before any data is loaded, on unknown names and impossible image sizes."""
     validate_fields(cfg)  # every field's type and range (musclelab.config_validation)
-    if is_volume(cfg):  # data.spatial_dims=3: volume source, settings, 3D model and patch size (train_volume.py)
+    dims = spatial_dims(cfg)
+    source_form(cfg.data.name, dims)  # a known data set that serves this form (slices or volumes)
+    if dims == 3:  # volume settings, 3D model and patch size
         check_volume_config(cfg)
-    else:
-        source_form(cfg.data.name, 2)
     check_labels_early(cfg.data)
     if cfg.model.name in BASELINES:  # nothing to train: only the data and the test matter
         return
@@ -82,7 +137,7 @@ def validate_config(cfg: DictConfig) -> None:
     if expects_imagenet_norm(cfg.init.name) and cfg.data.channels != 3 and not cfg.init.get("adapt_first_conv"):
         raise ConfigError(f"init={cfg.init.name} expects 3-channel ImageNet-normalised input: set data.channels=3 "
                           "(or init.adapt_first_conv=true to fold the RGB filters into one channel)")
-    if not is_volume(cfg):
+    if dims == 2:
         check_input_size(cfg.model.name, cfg.data.img_size, **_params(cfg.model.get("params"), ()))
 
 
@@ -107,9 +162,30 @@ def init_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def build_datamodule(cfg: DictConfig) -> SegmentationDataModule:
     """The datamodule described by ``cfg.data`` (volumes when ``data.spatial_dims`` is 3)."""
-    if is_volume(cfg):
-        return build_volume_datamodule(cfg)
+    if spatial_dims(cfg) == 3:
+        from musclelab.data.volume_datamodule import VolumeDataModule
+
+        return VolumeDataModule(**_params(cfg.data, ("img_size",)))
     return SegmentationDataModule(**_params(cfg.data, VOLUME_KEYS))
+
+
+def build_task(cfg: DictConfig, class_names: list[str]) -> pl.LightningModule:
+    """The task of ``cfg`` for the classes ``class_names``, with plain-value hyperparameters (checkpoints describe
+    themselves): 2D with the image size and body composition, 3D with the patch size, sliding window and NIfTI
+    predictions (``eval``)."""
+    common = dict(
+        model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()), in_channels=cfg.data.channels,
+        class_names=list(class_names), loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params"), ()),
+        optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=cfg.callbacks.checkpoint.monitor,
+        overlay_cases=cfg.callbacks.overlay_cases,
+        meta=data_fields(cfg.data),  # what inference needs (musclelab.checkpoint_meta)
+    )
+    if spatial_dims(cfg) == 3:
+        ev = cfg.get("eval", {})
+        return task_class(3)(patch_size=_patch_size(cfg), sliding_window=_plain(ev.get("sliding_window")),
+                             save_predictions=int(ev.get("save_predictions", 1) or 0), **common)
+    return task_class(2)(img_size=cfg.data.get("img_size"), body_composition=bool(cfg.eval.body_composition),
+                         **common)
 
 
 def _sweep_group(run_dir: Path) -> tuple[str, str | None]:
@@ -204,15 +280,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if cfg.model.name in BASELINES:
         return _baseline(cfg, run_dir, dm)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    monitor = cfg.callbacks.checkpoint.monitor
-    task = (volume_task(cfg) if is_volume(cfg) else SegmentationTask)(
-        model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()),
-        in_channels=cfg.data.channels, class_names=list(dm.class_names), img_size=cfg.data.get("img_size"),
-        loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params"), ()),
-        optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=monitor,
-        overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),
-        meta=data_fields(cfg.data),  # what inference needs (musclelab.checkpoint_meta)
-    )
+    task = build_task(cfg, list(dm.class_names))
     if not cfg.resume:  # a resumed run restores its (already transferred) weights from the checkpoint
         init = init_settings(cfg)
         if init["name"] in PRETEXT_TASKS and not (init.get("checkpoint") or init.get("weights_path")):
@@ -246,8 +314,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         result.update(_test(cfg, run_dir, best, dm, logger))
         log_run_end(logger, run_dir)  # test overlay, learning curve, test_cases table for the trackers
     if cfg.get("optimized_metric"):  # what a sweeper optimises (hparams_search): in the result and run_status.json
-        result[cfg.optimized_metric] = metric_value(run_dir, result, cfg.optimized_metric, monitor,
-                                                    cfg.callbacks.checkpoint.mode)
+        ck = cfg.callbacks.checkpoint
+        result[cfg.optimized_metric] = metric_value(run_dir, result, cfg.optimized_metric, ck.monitor, ck.mode)
     print_summary(run_dir, result)
     return result
 
@@ -274,17 +342,19 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
 
 
 def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule, logger: Any) -> dict[str, float]:
-    """Evaluate ``best`` on the test split on one device (each case exactly once) and write its outputs."""
-    if is_volume(cfg):
-        return test_volume(cfg, run_dir, best, dm, logger)
-    tester = pl.Trainer(
-        accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, precision=cfg.trainer.get("precision"),
-        logger=logger if logger else False, enable_progress_bar=bool(cfg.callbacks.progress_bar),
-        enable_checkpointing=False, default_root_dir=str(run_dir), deterministic=cfg.trainer.get("deterministic"),
-        limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0), plugins=cluster_plugins(),
-    )
-    model = SegmentationTask.load_from_checkpoint(str(best), map_location="cpu", weights_only=True)
-    tester.test(model, datamodule=dm, verbose=False)
+    """Evaluate ``best`` on the test split on one device (each case exactly once) and write its outputs: 3D
+    metrics in the source geometry and NIfTI predictions under ``predictions/``, or the 2D slice rows (and
+    ``eval.level`` volume rows)."""
+    dims = spatial_dims(cfg)
+    model = load_for_test(best, dims)
+    if dims == 3:
+        from musclelab.outputs.volume import write_volume_test_outputs
+
+        model.prediction_dir = run_dir / "predictions"
+        run_test(model, dm, cfg, run_dir, logger)
+        return write_volume_test_outputs(run_dir, model.test_rows, model.test_examples, model.class_names,
+                                         model.test_forward_s, str(best))
+    run_test(model, dm, cfg, run_dir, logger)
     rows = level_rows(cfg.eval.get("level", "slice"), model.test_rows, model, dm, run_dir,
                       bool(cfg.eval.get("save_volumes", False)))  # eval.level: slice rows and/or 3D volume rows
     return _write_test_outputs(run_dir, dm, rows, model.test_examples, model.class_names,

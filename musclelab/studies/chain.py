@@ -39,13 +39,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, atomic_write_text, file_lock
 from musclelab.outputs.status import read_status
-from musclelab.slurm import cluster_plugins
 from musclelab.studies.figures import plot_forgetting_heatmap
 from musclelab.studies.forgetting import chain_metrics
 
@@ -329,9 +327,10 @@ def evaluate_stage(plan: StagePlan, datasets: Mapping[str, Any],
             path = plan.run_dir / f"eval_{name}.json"
             if (record := _read_eval(path, keys[name])) is None:
                 if model is None:
-                    from musclelab.tasks import SegmentationTask
+                    from musclelab.evaluation.tester import load_for_test
+                    from musclelab.train import spatial_dims
 
-                    model = SegmentationTask.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+                    model = load_for_test(ckpt, spatial_dims(plan.cfg))
                 record = _evaluate(model, cfgs[name], name, ckpt, keys[name], datamodules)
             out[name] = record
     return {name: out[name] for name in datasets}
@@ -339,6 +338,7 @@ def evaluate_stage(plan: StagePlan, datasets: Mapping[str, Any],
 
 def _evaluate(model: Any, cfg: DictConfig, name: str, ckpt: Path, key: str,
               datamodules: dict[str, Any] | None) -> dict[str, Any]:
+    from musclelab.evaluation.tester import run_test
     from musclelab.metrics import summarize
     from musclelab.train import build_datamodule
 
@@ -359,14 +359,7 @@ def _evaluate(model: Any, cfg: DictConfig, name: str, ckpt: Path, key: str,
         record["skipped"] = "empty test split"
     else:
         model.hparams.body_composition = bool(cfg.get("eval", {}).get("body_composition", False))
-        tester = pl.Trainer(
-            accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, precision=cfg.trainer.get("precision"),
-            logger=False, enable_progress_bar=bool(cfg.callbacks.progress_bar), enable_checkpointing=False,
-            default_root_dir=str(run_dir), deterministic=cfg.trainer.get("deterministic"),
-            limit_test_batches=cfg.trainer.get("limit_test_batches", 1.0), enable_model_summary=False,
-            plugins=cluster_plugins(),  # no Lightning hpc checkpoint (musclelab.slurm)
-        )
-        tester.test(model, datamodule=dm, verbose=False)
+        run_test(model, dm, cfg, run_dir)
         rows = pd.DataFrame(model.test_rows)
         atomic_write_text(run_dir / f"eval_{name}_cases.csv", rows.to_csv(index=False))
         summary = summarize(rows.drop(columns=["case_id"]))
