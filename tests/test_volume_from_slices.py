@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from musclelab.data.case import Case
-from musclelab.data.containers import SliceSet, SourceData, SourceVolumes
+from musclelab.data.containers import SliceSet, SourceData
 from musclelab.data.labels import apply_to_source
 from musclelab.errors import ConfigError
 from musclelab.evaluation.volume_from_slices import (
@@ -71,13 +71,12 @@ def test_every_slice_is_predicted_stacked_and_scored_after_relabelling() -> None
         calls.append(len(x))
         return (x[:, 0] > 0.5).astype(np.uint8)
 
-    vols = SourceVolumes(lambda pid: [_three_class_volume()], ("background", "a", "b"))
     v = _three_class_volume()
     pool = SliceSet(v.image, v.label, np.ones((6, 2)), pd.DataFrame({"case_id": range(6), "patient_id": "p0"}),
-                    vols.class_names)
-    sub = apply_to_source(SourceData(pool, volumes=vols), ["b"]).volumes  # keep structure b only, as class 1
-    assert sub.class_names == ("background", "b")
-    rows = evaluate_volumes(predict, sub, ["p0"], "abdomen", 1, sub.class_names, batch_size=4)
+                    ("background", "a", "b"))
+    data = apply_to_source(SourceData(pool, volumes=lambda pid: [_three_class_volume()]), ["b"])  # b only, as 1
+    assert data.pool.class_names == ("background", "b")
+    rows = evaluate_volumes(predict, data.volumes, ["p0"], "abdomen", 1, data.pool.class_names, batch_size=4)
     assert sum(calls) == 6 and calls == [4, 2]           # all 6 slices, in batches of 4
     vol, l3 = rows
     # prediction = a and b; truth = b only: b has 6*16 voxels, a 4*16 -> precision 96/160, Dice 192/256
@@ -117,21 +116,19 @@ def test_lumbar_source_serves_slices_and_relabelled_volumes() -> None:
                        labels=["quadratus_lumborum", "erector_spinae"])
     meta = data.pool.meta
     assert meta["is_l3"].sum() == 2 and set(meta["patient_id"]) == {"lumbar-a-0000", "lumbar-a-0001"}
-    vol = data.volumes.load("lumbar-a-0001")[0]
+    vol = data.volumes("lumbar-a-0001")[0]
     rows = meta[meta["patient_id"] == "lumbar-a-0001"]
     np.testing.assert_array_equal(vol.label[rows["slice_index"].to_numpy()],
                                   data.pool.labels[rows.index.to_numpy()])
-    assert data.volumes.class_names == data.pool.class_names == ("background", "quadratus_lumborum",
-                                                                   "erector_spinae")
+    assert data.pool.class_names == ("background", "quadratus_lumborum", "erector_spinae")
     assert vol.spacing[0] == 15.0 and set(np.unique(vol.label)) == {0, 1, 2}
 
 
 def test_predicted_volumes_are_written_as_nifti_with_the_slice_thickness(tmp_path) -> None:
     from musclelab.outputs.nifti import load_nifti
 
-    vols = SourceVolumes(lambda pid: [_three_class_volume()], ("background", "a", "b"))
-    evaluate_volumes(lambda x: (x[:, 0] > 0.5).astype(np.uint8), vols, ["p0"], "abdomen", 1, vols.class_names,
-                     nifti_dir=tmp_path)
+    evaluate_volumes(lambda x: (x[:, 0] > 0.5).astype(np.uint8), lambda pid: [_three_class_volume()], ["p0"],
+                     "abdomen", 1, ("background", "a", "b"), nifti_dir=tmp_path)
     pred, spacing = load_nifti(tmp_path / "v0_pred.nii.gz")
     label, _ = load_nifti(tmp_path / "v0_label.nii.gz")
     assert pred.shape == (6, 16, 16) and np.allclose(spacing, (5.0, 1.0, 1.0))
@@ -147,7 +144,7 @@ def test_reader_sources_hand_over_their_volumes_on_the_slice_grid(tmp_path) -> N
     data = fake.make_fake_lits(tmp_path / "lits", n=2)
     src = load_source("lits", 16, {"slices": "all"}, root=str(data.root), cache_dir=str(tmp_path / "cache"))
     pid = str(src.pool.meta["patient_id"].iloc[0])
-    (vol,) = src.volumes.load(pid)
+    (vol,) = src.volumes(pid)
     rows = src.pool.meta[src.pool.meta["patient_id"] == pid]
     assert vol.image.shape == (len(rows), 16, 16) and vol.spacing[1:] == tuple(src.pool.spacing[rows.index[0]])
     np.testing.assert_array_equal(vol.label[rows["slice_index"].to_numpy()], src.pool.labels[rows.index.to_numpy()])

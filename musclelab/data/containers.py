@@ -3,15 +3,16 @@
 * :class:`SliceSet`: 2D slices in HU with labels, spacing (mm), meta and class names (in memory, or memory-mapped
   from the slice store, :mod:`musclelab.data.cache`); subsets are lazy :class:`RowView` s of the memory map.
 * :class:`VolumeSet`: the volume store's cached volumes (:mod:`musclelab.data.volume_cache`), opened lazily.
-* :class:`SourceVolumes`: the whole volumes behind a 2D source, as :class:`~musclelab.data.case.Case` s loaded per
-  patient on demand, for volume-level scoring of 2D models (``eval.level``).
-* :class:`SourceData`: what a source hands the datamodule: the pool to split, an optional external test set and
-  the optional :class:`SourceVolumes`.
+* :class:`SourceData`: what a source hands the datamodule: the pool to split, an optional external test set and,
+  for volume-level scoring of 2D models (``eval.level``), a loader of the whole volumes behind the slices
+  (patient id -> :class:`~musclelab.data.case.Case` s).
+
+A reader's record and a whole volume are both :class:`~musclelab.data.case.Case`; nothing else is needed.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -174,36 +175,18 @@ class VolumeSet:
                 "source_shape": tuple(int(r[f"source_{a}"]) for a in "zyx")}
 
 
-class SourceVolumes:
-    """Whole volumes by patient id, loaded on demand by ``load(patient_id) -> list[Case]`` (a patient may have
-    several scans). Each :class:`~musclelab.data.case.Case` holds ``image`` float32 HU and ``label`` ``(Z, H, W)``
-    on the in-plane grid of the source's slices, ``spacing`` mm ``(z, row, col)`` (z = the slice thickness) and,
-    when known, ``meta["l3_index"]`` (the L3 slice). ``lut`` relabels the labels to a label subset
-    (:func:`musclelab.data.labels.apply_to_source`)."""
-
-    def __init__(self, load: Callable[[str], list[Case]], class_names: Sequence[str],
-                 lut: np.ndarray | None = None) -> None:
-        self._load = load
-        self.class_names = tuple(class_names)
-        self.lut = lut
-
-    def relabelled(self, lut: np.ndarray, class_names: Sequence[str]) -> "SourceVolumes":
-        """The same volumes with labels mapped through ``lut`` (on top of any earlier mapping)."""
-        return SourceVolumes(self._load, class_names, lut if self.lut is None else lut[self.lut])
-
-    def load(self, patient_id: str) -> list[Case]:
-        """The volumes of ``patient_id``, relabelled to the subset."""
-        out = self._load(str(patient_id))
-        if self.lut is None:
-            return out
-        return [replace(v, label=self.lut[np.asarray(v.label)]) for v in out]
+#: the whole volumes of one patient (a patient may have several scans), loaded on demand
+VolumeLoader = Callable[[str], list[Case]]
 
 
 @dataclass
 class SourceData:
     """What a source hands the datamodule: a pool to split (slices, or cached volumes in 3D), optionally a fixed
-    external test set, and optionally the whole volumes of the pool's patients (volume-level scoring of 2D models)."""
+    external test set, and optionally ``volumes(patient_id) -> list[Case]``: the whole volumes of the pool's
+    patients (volume-level scoring of 2D models). Each volume's ``image`` is float32 HU and ``label`` the pool's
+    classes, ``(Z, H, W)`` on the in-plane grid of the slices, ``spacing`` mm ``(z, row, col)`` (z = the slice
+    thickness) and, when known, ``meta["l3_index"]`` the L3 slice."""
 
     pool: "SliceSet | VolumeSet"
     external_test: SliceSet | None = None
-    volumes: SourceVolumes | None = None
+    volumes: VolumeLoader | None = None

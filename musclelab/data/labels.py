@@ -15,6 +15,7 @@ not names, and knows nothing of a data set's class names.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 import numpy as np
 
 from musclelab.data.containers import SliceSet, SourceData
@@ -93,10 +94,10 @@ def apply_to_source(data: SourceData, labels: Sequence[str] | None) -> SourceDat
     relabelled."""
     if labels is None:
         return data
-    if data.volumes is not None:
-        names = data.volumes.class_names
-        data.volumes = data.volumes.relabelled(label_lut(resolve_labels(labels, names), len(names)),
-                                               subset_names(labels, names))
+    if data.volumes is not None:  # the whole volumes carry the pool's classes
+        names = data.pool.class_names
+        lut, load = label_lut(resolve_labels(labels, names), len(names)), data.volumes
+        data.volumes = lambda patient_id: [replace(v, label=lut[np.asarray(v.label)]) for v in load(patient_id)]
     data.pool = apply_labels(data.pool, labels)
     if data.external_test is not None:
         data.external_test = apply_labels(data.external_test, labels)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from musclelab.data.case import Case
-from musclelab.data.containers import SliceSet, SourceData, SourceVolumes
+from musclelab.data.containers import SliceSet, SourceData
 from musclelab.data.volume_cache import GeneratedVolumes, VolumeItems
 
 # --- the L3 phantom (2D) ----------------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def lumbar_slices(*, img_size: int, n_volumes: int = 30, thickness_mm: float = 7
         v = volume(ids[patient_id])
         return [Case(v.volume_id, v.volume_id, v.image, v.label, tuple(v.spacing), {"l3_index": v.l3_index})]
 
-    return SourceData(pool, volumes=SourceVolumes(load, CLASS_NAMES))
+    return SourceData(pool, volumes=load)
 
 
 # --- the thigh phantom (3D) -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import numpy as np
 
 from musclelab.data import phantom_sources as ph
 from musclelab.data.case import Case
-from musclelab.data.containers import SliceSet, SourceData, SourceVolumes, VolumeSet
+from musclelab.data.containers import SliceSet, SourceData, VolumeLoader, VolumeSet
 from musclelab.data.labels import apply_to_source, resolve_labels
 from musclelab.errors import ConfigError
 from musclelab.registry import Registry
@@ -164,12 +164,11 @@ def reader_observers(reader: Any, pool: SliceSet, img_size: int) -> dict[str, np
     return {n: np.stack(v) for n, v in per_name.items()} if per_name else None
 
 
-def reader_volumes(reader: Any, img_size: int | None) -> SourceVolumes:
+def reader_volumes(reader: Any, img_size: int | None) -> VolumeLoader:
     """The whole volumes of a reader-backed source (``data=<name> data.root=DIR``): each case of a patient decoded
     by the reader and every slice resized in-plane exactly as the slice store resizes them (same ``img_size``), so
     a 2D model sees the grid it was trained on; the z spacing is the scan's own. ``meta["l3_index"]`` of a case,
     when its reader provides one, marks the L3 slice."""
-    from musclelab.data.cache_core import class_names_of
     from musclelab.data.preprocess import SlicePreprocess, case_to_slice_arrays
 
     pre = SlicePreprocess(img_size=img_size, slices="all")
@@ -191,7 +190,7 @@ def reader_volumes(reader: Any, img_size: int | None) -> SourceVolumes:
                             {"l3_index": None if l3 is None else int(l3)}))
         return out
 
-    return SourceVolumes(load, class_names_of(reader))
+    return load
 
 
 # --- loading -----------------------------------------------------------------------------------------------------

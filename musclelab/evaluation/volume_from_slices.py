@@ -9,9 +9,9 @@
 * ``both`` — all of the above.
 
 Every slice of a test volume is predicted, also those without any label, because a 2D model's false positives
-above and below the muscle count against it in 3D. Volumes come from the source
-(:class:`~musclelab.data.containers.SourceVolumes`); scoring uses :func:`musclelab.metrics.case_metrics`;
-predicted masks (and their references) are written as NIfTI through :func:`musclelab.outputs.nifti.save_nifti`
+above and below the muscle count against it in 3D. Volumes come from the source (the loader
+``SourceData.volumes``, :class:`~musclelab.data.containers.SourceData`); scoring uses
+:func:`musclelab.metrics.case_metrics`; predicted masks (and their references) are written as NIfTI through :func:`musclelab.outputs.nifti.save_nifti`
 into ``test_volumes/`` when ``eval.save_volumes`` is true.
 """
 from __future__ import annotations
@@ -89,7 +89,8 @@ def score_volume(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float],
     return rows
 
 
-def evaluate_volumes(predict: Callable[[np.ndarray], np.ndarray], volumes: Any, patient_ids: Sequence[str],
+def evaluate_volumes(predict: Callable[[np.ndarray], np.ndarray], volumes: Callable[[str], list[Any]],
+                     patient_ids: Sequence[str],
                      window: str, channels: int, class_names: Sequence[str], batch_size: int = 16,
                      nifti_dir: Path | None = None) -> list[dict[str, Any]]:
     """Predict, stack and score every volume of ``patient_ids``; with ``nifti_dir`` write each predicted mask and
@@ -97,7 +98,7 @@ def evaluate_volumes(predict: Callable[[np.ndarray], np.ndarray], volumes: Any, 
     masks of several runs). Returns ``volume`` and ``l3_slice`` rows with ``case_id`` first."""
     rows: list[dict[str, Any]] = []
     for pid in patient_ids:
-        for vol in volumes.load(pid):
+        for vol in volumes(pid):
             slices = predict_slices(predict, vol.image, window, channels, batch_size)
             pred = stack_slices(slices, range(len(slices)), len(vol.image))
             for row in score_volume(pred, vol.label, vol.spacing, class_names, vol.meta.get("l3_index")):
