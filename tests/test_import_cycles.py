@@ -24,10 +24,32 @@ def module_files(package: Path) -> dict[str, Path]:
     return out
 
 
+def imports(package: Path) -> dict[str, list[tuple[str, str | None]]]:
+    """module -> ``(module named, name imported from it or None)`` for every import of the package's own modules
+    anywhere in the file (relative imports resolved)."""
+    out: dict[str, list[tuple[str, str | None]]] = {}
+    root = package.name
+    for mod, path in module_files(package).items():
+        here = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        found: list[tuple[str, str | None]] = []
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [(a.name, None) for a in node.names if a.name.split(".")[0] == root]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here.split(".")[:len(here.split(".")) - (node.level - 1)]
+                    name = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    name = node.module or ""
+                if name.split(".")[0] == root:
+                    found += [(name, a.name) for a in node.names]
+        out[mod] = found
+    return out
+
+
 def import_graph(package: Path) -> dict[str, set[str]]:
     """module -> the package's modules it imports anywhere in its file."""
     mods = module_files(package)
-    root = package.name
 
     def resolve(name: str) -> str | None:
         while name and name not in mods:
@@ -35,23 +57,9 @@ def import_graph(package: Path) -> dict[str, set[str]]:
         return name or None
 
     graph: dict[str, set[str]] = {}
-    for mod, path in mods.items():
-        is_pkg = path.name == "__init__.py"
-        deps: set[str | None] = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                deps |= {resolve(a.name) for a in node.names if a.name.split(".")[0] == root}
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
-                    base = base[:len(base) - (node.level - 1)]
-                    name = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    name = node.module or ""
-                if name.split(".")[0] != root:
-                    continue
-                for a in node.names:  # `from pkg import submodule` imports the submodule
-                    deps.add(resolve(f"{name}.{a.name}") if f"{name}.{a.name}" in mods else resolve(name))
+    for mod, found in imports(package).items():
+        deps = {resolve(f"{name}.{attr}" if attr and f"{name}.{attr}" in mods else name)  # a submodule, or the module
+                for name, attr in found}
         graph[mod] = {d for d in deps if d is not None and d != mod}
     return graph
 
@@ -130,25 +138,14 @@ def test_a_cycle_through_a_lazy_import_is_found(tmp_path: Path) -> None:
 def private_imports(package: Path) -> list[str]:
     """``module: from other import _name`` for every private name a module takes from a module of another
     package (modules of one package may share their helpers; callers elsewhere use the public functions)."""
+    files = module_files(package)
     out = []
-    root = package.name
-    for mod, path in module_files(package).items():
-        is_pkg = path.name == "__init__.py"
-        here = mod if is_pkg else mod.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.ImportFrom):
-                continue
-            if node.level:
-                base = here.split(".")[:len(here.split(".")) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            if name.split(".")[0] != root:
-                continue
-            for a in node.names:
-                if a.name.startswith("_") and not a.name.startswith("__") and name.rpartition(".")[0] != here \
-                        and name != here:
-                    out.append(f"{mod}: from {name} import {a.name}")
+    for mod, found in imports(package).items():
+        here = mod if files[mod].name == "__init__.py" else mod.rpartition(".")[0]
+        for name, attr in found:
+            private = bool(attr) and attr.startswith("_") and not attr.startswith("__")
+            if private and here not in (name, name.rpartition(".")[0]):
+                out.append(f"{mod}: from {name} import {attr}")
     return sorted(out)
 
 
