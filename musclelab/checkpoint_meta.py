@@ -181,10 +181,15 @@ def build_network(loaded: LoadedCheckpoint) -> torch.nn.Module:
     from musclelab.losses import build_loss
     from musclelab.models import build_model
 
+    from musclelab.models.registry import PRETRAINED_PARAMS
+
     meta = loaded.meta
     out_channels = build_loss(meta["loss"]["name"], len(meta["class_names"]), **meta["loss"]["params"]).out_channels
     size = meta["patch_size"] if meta["spatial_dims"] == 3 and meta.get("patch_size") else meta["img_size"]
+    # the trained weights come from the checkpoint: pretrained sources named in the description (a weights file of
+    # the training machine, a download) are neither read nor fetched again
+    params = {k: (None if k in PRETRAINED_PARAMS else v) for k, v in meta["model"]["params"].items()}
     net = build_model(meta["model"]["name"], int(meta["in_channels"]), out_channels, size,
-                      spatial_dims=int(meta["spatial_dims"]), **meta["model"]["params"])
+                      spatial_dims=int(meta["spatial_dims"]), **params)
     net.load_state_dict(loaded.net_state, strict=True)
     return net.eval()

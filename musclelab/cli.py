@@ -35,6 +35,34 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def own_config_roots() -> set[str]:
+    """Top-level names of musclelab's own config: its groups (``conf/<group>/``, except ``hydra``) and the keys of
+    ``train.yaml`` and of the experiments (which add a few, e.g. ``source_run``)."""
+    from musclelab.compose import config_dir
+
+    root = config_dir()
+    names = {d.name for d in root.iterdir() if d.is_dir() and d.name != "hydra"}
+    for f in [root / "train.yaml", *sorted((root / "experiment").glob("*.yaml"))]:
+        try:
+            doc = yaml.safe_load(f.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, dict):
+            names |= {str(k) for k in doc if k not in ("defaults", "hydra")}
+    return names
+
+
+def is_own_override(override: str, roots: set[str] | None = None) -> bool:
+    """Whether a saved Hydra override sets one of musclelab's own settings (what ``resume=`` replays): not
+    ``hydra.*`` / ``hydra/...`` (callbacks, launchers, job logging that Hydra itself instantiates) and a top-level
+    name of :func:`own_config_roots`."""
+    key = override.split("=", 1)[0].lstrip("+~").strip()
+    parts = re.split(r"[./@]", key)
+    if not key or parts[0] == "hydra":
+        return False
+    return parts[0] in (own_config_roots() if roots is None else roots)
+
+
 def resume_overrides(args: list[str]) -> list[str]:
     """Turn ``resume=<run dir>`` into that run's saved overrides plus the user's new ones, logging into the
     same directory; other arguments pass through unchanged."""
@@ -49,7 +77,17 @@ def resume_overrides(args: list[str]) -> list[str]:
     if "-m" in args or "--multirun" in args:
         raise SystemExit("musclelab train: resume= continues one run; run it once per run directory, without -m")
     saved = [o for o in (yaml.safe_load(saved_file.read_text()) or [])
-             if not o.startswith(("resume=", "hydra.run.dir="))]
+             if isinstance(o, str) and not o.startswith(("resume=", "hydra.run.dir="))]
+    roots = own_config_roots()
+    dropped = [o for o in saved if not is_own_override(o, roots)]
+    if dropped:  # a shared or downloaded run directory must not make Hydra instantiate anything
+        print(f"musclelab train: resume={run_dir}: ignoring saved overrides that are not musclelab settings: "
+              f"{', '.join(dropped)}", file=sys.stderr)
+    saved = [o for o in saved if is_own_override(o, roots)]
+    plugins = [o for o in saved if "_target_" in o.split("=", 1)[0]]
+    if plugins:  # musclelab's own plug-ins (musclelab.plugins) are part of the run: say which code they import
+        print(f"musclelab train: resume={run_dir}: the run's plug-ins are imported again: {', '.join(plugins)}",
+              file=sys.stderr)
     extra = [a for a in args if not a.startswith("resume=")]
     keys = {a.split("=", 1)[0] for a in extra}
     kept = [o for o in saved if o.split("=", 1)[0] not in keys]
@@ -75,6 +113,7 @@ def _print_help(command: str, args: list[str]) -> bool:
         return False
     print(hydra_command_help(command, args, str(config_dir()), compose_raw))
     return True
+
 
 
 def run_phantom(args: list[str]) -> None:

@@ -88,11 +88,41 @@ def precheck(command: str, args: Sequence[str]) -> None:
 
     if any(a in _HYDRA_FLAGS or a.startswith(tuple(f + "=" for f in _HYDRA_FLAGS_WITH_VALUES)) for a in args):
         return  # Hydra's own options: let Hydra handle the command line
+    args = list(args)
     try:
-        precheck_overrides(list(args), compose_raw)
+        if command == "train" and ("-m" in args or "--multirun" in args):
+            args = [*_config_sweep(args), *args]  # the experiment's own grid: every job is checked, not job 1
+        precheck_overrides(args, compose_raw, check=_job_inputs if command == "train" else None)
     except ConfigError as err:
         print(f"musclelab {command}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _config_sweep(args: list[str]) -> list[str]:
+    """The ``hydra.sweeper.params`` of the composed config (an experiment's grid) as overrides, without the keys
+    the command line sets itself (those win, as in Hydra's sweeper)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
+            cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException):
+        return []  # precheck_overrides reports the composition error itself
+    params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=False) or {}
+    given = {a.split("=", 1)[0].lstrip("+~") for a in overrides if "=" in a}
+    return [f"{k}={v}" for k, v in params.items() if k not in given]
+
+
+def _job_inputs(cfg: "DictConfig") -> None:
+    """What one training job needs before it starts (registry names, sizes, init files such as
+    ``init.checkpoint``): :func:`musclelab.train.validate_config`."""
+    from musclelab.train import validate_config
+
+    validate_config(cfg)
 
 
 def run_app(command: str, args: Sequence[str], main: Callable[["DictConfig"], Any]) -> None:

@@ -537,8 +537,47 @@ def _check_loggers(cfg: DictConfig) -> str | None:
     return None
 
 
+#: Lightning strategies that start their ranks from the running process (spawn / fork): the others launch the
+#: script again per rank with the original command line, sweep arguments included (Lightning #11300, Hydra #2070)
+IN_PROCESS_STRATEGIES = ("ddp_spawn", "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
+                         "ddp_fork", "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true",
+                         "ddp_notebook", "single_device")
+
+
+def _n_devices(devices: Any, accelerator: Any) -> int | None:
+    """How many devices ``trainer.devices`` asks for (None: all of them / unknown until run time)."""
+    if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
+        return len(devices)
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text == "auto":
+            return 1 if accelerator == "cpu" else None
+        if "," in text:
+            return len([d for d in text.split(",") if d.strip()])
+        try:
+            devices = int(text)
+        except ValueError:
+            return 1
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return None if devices == -1 else devices
+    return 1
+
+
+def _check_devices(cfg: DictConfig) -> str | None:
+    """Several devices need a strategy that does not re-run the command line per rank."""
+    n = _n_devices(_get(cfg, "trainer.devices"), _get(cfg, "trainer.accelerator"))
+    strategy = _get(cfg, "trainer.strategy")
+    strategy = "auto" if strategy is _ABSENT or strategy is None else str(strategy)
+    if n == 1 or strategy in IN_PROCESS_STRATEGIES:
+        return None
+    return (f"trainer.devices={_get(cfg, 'trainer.devices')} with trainer.strategy={strategy}: that strategy "
+            "starts every other rank by running the whole command line again (sweep arguments included); use "
+            "trainer=ddp or trainer=ddp_cpu, or set trainer.strategy=ddp_spawn")
+
+
 # Functions of the whole config returning a one-line problem or None; add yours here.
-CHECKS: list[Callable[[DictConfig], str | None]] = [_check_folds, _check_fractions, _check_sections, _check_loggers]
+CHECKS: list[Callable[[DictConfig], str | None]] = [_check_folds, _check_fractions, _check_sections, _check_loggers,
+                                                    _check_devices]
 
 
 def problems(cfg: DictConfig) -> list[str]:
@@ -572,7 +611,7 @@ def validate(cfg: DictConfig) -> None:
 # the command line, before Hydra runs it
 # ---------------------------------------------------------------------------------------------------------------
 
-MAX_COMPOSES = 12
+MAX_COMPOSES = 64
 
 
 def _one_line(err: BaseException) -> str:
@@ -600,10 +639,12 @@ def _parent_keys(cfg: DictConfig, key: str) -> list[str]:
     return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
 
 
-def precheck_overrides(args: Sequence[str], compose: Callable[[list[str]], DictConfig]) -> None:
-    """Compose ``args`` (Hydra overrides; flags are ignored) and :func:`validate` the result, before Hydra's app
-    runs: for a sweep, every value of every swept key is composed once (with the others at their first value,
-    at most :data:`MAX_COMPOSES` compositions). Raises :class:`ConfigError` with one line."""
+def precheck_overrides(args: Sequence[str], compose: Callable[[list[str]], DictConfig],
+                       check: Callable[[DictConfig], None] | None = None) -> None:
+    """Compose ``args`` (Hydra overrides; flags are ignored) and :func:`validate` the result (and ``check`` it:
+    the job's inputs, e.g. ``init.checkpoint`` exists), before Hydra's app runs: for a sweep, every value of every
+    swept key is composed once (with the others at their first value, at most :data:`MAX_COMPOSES`
+    compositions). Raises :class:`ConfigError` with one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
@@ -641,6 +682,8 @@ def precheck_overrides(args: Sequence[str], compose: Callable[[list[str]], DictC
         except (HydraException, OmegaConfBaseException) as err:
             raise ConfigError(compose_error(err, ovs, compose)) from None
         validate(cfg)
+        if check is not None:
+            check(cfg)
 
 
 def compose_error(err: BaseException, overrides: list[str], compose: Callable[[list[str]], DictConfig]) -> str:

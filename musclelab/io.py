@@ -1,7 +1,17 @@
 """Atomic file writes (a file is either absent or complete, never half-written) and an inter-process lock
-for work that several jobs may ask for at once (slice caches, pretext pretraining, shared stages)."""
+for work that several jobs may ask for at once (slice caches, pretext pretraining, shared stages).
+
+Shared machines: ``tempfile.mkstemp`` creates files 0600 and ``mkdtemp`` directories 0700 whatever the umask, so a
+file renamed into place would keep those and colleagues could not read a run or a cache. Every temporary file and
+directory made here gets the permissions an ordinary ``open``/``mkdir`` would give under the process's umask
+(:func:`umask_mode`) before it is renamed into place. Lock files are created readable and writable by whoever the
+umask allows and are opened read-only when they belong to another user (``flock`` needs no write access); a file
+system without ``flock`` (Lustre mounted without ``-o flock``, some NFS) is a one-line
+:class:`~musclelab.errors.ConfigError` naming the lock file and the fix.
+"""
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -15,6 +25,27 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: errno values of a file system that does not implement ``flock``
+NO_LOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def umask_mode(directory: bool = False) -> int:
+    """The mode ``open`` (0666) or ``mkdir`` (0777) would give a new file/directory under the current umask."""
+    try:  # Linux: read it without changing it (os.umask is process-wide and would race with other threads)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
+def make_temp_dir(prefix: str, dir: str | Path) -> Path:
+    """``tempfile.mkdtemp`` with the umask's directory permissions instead of 0700 (it is renamed into place)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dir))
+    os.chmod(tmp, umask_mode(directory=True))
+    return tmp
+
 
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
@@ -23,6 +54,7 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, umask_mode())  # mkstemp's 0600 would survive the rename
     os.close(fd)
     try:
         yield Path(tmp)
@@ -90,7 +122,7 @@ def new_directory(out_dir: str | Path, what: str) -> Iterator[Path]:
             raise FileExistsError(f"refusing to write the {what} into non-empty directory {out_dir} (contains: "
                                   f"{shown}); choose a new or empty directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_temp_dir(f".{out_dir.name}.tmp-", out_dir.parent)
     try:
         yield tmp
         if out_dir.exists():
@@ -106,11 +138,36 @@ def _lock_fd(path: str | Path) -> Iterator[int]:
     """An open descriptor of the lock file ``path`` (created with its folder if missing), closed on exit."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # the umask decides who else may write it
+    except PermissionError:  # another user's lock file: flock works on a read-only descriptor
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except PermissionError:
+            from musclelab.errors import ConfigError
+
+            raise ConfigError(f"cannot open the lock file {path} (mode {oct(path.stat().st_mode & 0o777)}, another "
+                              "user's): ask its owner to `chmod a+r` it, or delete it when no job is running") from None
     try:
         yield fd
     finally:
         os.close(fd)
+
+
+def _flock(fd: int, op: int, path: str | Path) -> None:
+    """``fcntl.flock`` with a one-line error where the file system has no locks."""
+    from musclelab.errors import ConfigError
+
+    try:
+        fcntl.flock(fd, op)
+    except BlockingIOError:
+        raise
+    except OSError as err:
+        if err.errno in NO_LOCK_ERRNOS:
+            raise ConfigError(f"cannot lock {path}: its file system does not support flock ({os.strerror(err.errno)}); "
+                              "put paths.cache_dir / the output folder on a local or flock-enabled file system "
+                              "(Lustre: mount with -o flock)") from None
+        raise
 
 
 @contextmanager
@@ -125,7 +182,7 @@ def file_lock(path: str | Path, what: str) -> Iterator[None]:
             return
     log.info("%s: another process is building it; waiting for %s", what, path)
     with _lock_fd(path) as fd:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock(fd, fcntl.LOCK_EX, path)
         try:
             yield
         finally:
@@ -137,7 +194,7 @@ def try_file_lock(path: str | Path) -> Iterator[bool]:
     """Like :func:`file_lock` but never waits: yields whether the lock was taken."""
     with _lock_fd(path) as fd:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
         except BlockingIOError:
             yield False
             return

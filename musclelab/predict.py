@@ -19,15 +19,25 @@ series (a volume, one folder per series). Each case goes through
    mean HU; for muscle the SMA/SMD (or volume) after the McSweeney bone post-processing (> 175 HU dilated by
    2 mm removed) and the SMI (cm²/m²) when a height is known (``--heights`` CSV or DICOM ``PatientSize``).
 
-Outputs under ``--out`` (never inside the input folder): ``predictions.csv`` (one row per case, failed cases
-with their reason), ``masks/<case>.nii.gz`` (+ ``.png`` for slices), ``masks/labels.json`` (class names),
-``overlays/<case>.png`` and ``summary.json``. A case that cannot be read or is not CT never stops the batch;
-the exit status is 1 when any case failed, 2 for a bad checkpoint or output folder.
+Outputs under ``--out``: ``predictions.csv`` (one row per case, failed cases with their reason; rewritten
+atomically as each case finishes, so a kill keeps every finished row), ``masks/<case>.nii.gz`` (+ ``.png`` for
+slices), ``masks/labels.json`` (class names), ``overlays/<case>.png``, ``summary.json`` and
+``.musclelab_predict`` (every file predict wrote there). A case that cannot be read, is not CT, or whose
+values are not plausible CT HU (NaN/inf voxels; no air below :data:`AIR_MAX_HU`, e.g. stored values without
+the -1024 intercept) never stops the batch; the exit status is 1 when any case failed, 2 for a bad checkpoint
+or output folder.
+
+User data is never touched: ``--out`` must not overlap an input in either direction (inside it, containing it,
+or the same folder: ``--out ds`` for ``ds/images`` would reach ``ds/masks``), must be new, empty or an earlier
+predict output, and a file predict did not write itself is never replaced. Case ids are unique (``x.nii.gz`` and
+``x.nrrd`` become ``x_nii_gz`` and ``x_nrrd``) and every path component is sanitised
+(:func:`safe_case_id`: a DICOM UID holding ``../`` cannot leave ``--out``).
 """
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +57,11 @@ MUSCLE_PARTS = ("erector_spinae", "quadratus_lumborum", "psoas_major", "psoas", 
 #: relative tolerance on the gaps between slice positions of a series (beyond it: missing or uneven slices)
 SPACING_RTOL = 0.01
 SPACING_ATOL_MM = 0.01
+#: a CT scan has air (about -1000 HU) somewhere; a scan whose lowest value is above this was not rescaled to HU
+AIR_MAX_HU = -500.0
+#: the file in ``--out`` that lists what predict wrote there (it only ever replaces those)
+WRITTEN_FILE = ".musclelab_predict"
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 class CaseError(Exception):
@@ -86,11 +101,43 @@ def _is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def safe_case_id(case_id: str) -> str:
+    """``case_id`` as a relative path that stays inside its folder: each ``/``-separated part keeps letters,
+    digits and ``._+-`` (others become ``_``), and empty, ``.`` and ``..`` parts become ``_``."""
+    parts = [_SAFE_PART.sub("_", part) for part in str(case_id).replace("\\", "/").split("/")]
+    parts = ["_" if p in ("", ".", "..") else p for p in parts]
+    return "/".join(parts)
+
+
 def _case_id(path: Path, root: Path) -> str:
     from musclelab.data.readers.files import split_ext
 
     rel = path.relative_to(root) if path != root else Path(path.name)
     return (rel.parent / split_ext(rel.name)[0]).as_posix()
+
+
+def _unique_ids(cases: list["InputCase"]) -> None:
+    """Make case ids unique in place: ids shared by several cases get their file extension (``x_nii_gz``,
+    ``x_nrrd``; ``_dcm`` for DICOM), then a counter if still shared."""
+    from musclelab.data.readers.files import split_ext
+
+    def count(ids: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for i in ids:
+            out[i.lower()] = out.get(i.lower(), 0) + 1  # case-insensitive file systems collide too
+        return out
+
+    seen = count([c.case_id for c in cases])
+    for c in cases:
+        if seen[c.case_id.lower()] > 1:
+            ext = split_ext(c.files[0])[1] if c.kind != "dicom_series" else ".series"
+            c.case_id = f"{c.case_id}_{(ext or '.dcm').lstrip('.').replace('.', '_')}"
+    taken: dict[str, int] = {}
+    for c in cases:
+        key = c.case_id.lower()
+        taken[key] = taken.get(key, 0) + 1
+        if taken[key] > 1:
+            c.case_id = f"{c.case_id}_{taken[key]}"
 
 
 def find_cases(input_path: str | Path) -> tuple[list[InputCase], list[Path]]:
@@ -136,6 +183,10 @@ def find_cases(input_path: str | Path) -> tuple[list[InputCase], list[Path]]:
         rel = folder.relative_to(root).as_posix() if folder != root else folder.name
         cid = rel if per_folder[folder] == 1 else f"{rel}/{uid[-12:]}"
         cases.append(InputCase(cid, "dicom_series", paths, headers=[m[1] for m in members]))
+    for c in cases:
+        c.case_id = safe_case_id(c.case_id)
+    cases.sort(key=lambda c: (c.case_id, str(c.files[0])))
+    _unique_ids(cases)
     cases.sort(key=lambda c: c.case_id)
     return cases, skipped
 
@@ -177,8 +228,27 @@ def _check_dicom_headers(case: InputCase) -> float | None:
     return height
 
 
+def check_hu(scan: "Scan", case: InputCase) -> "Scan":
+    """Refuse values that are not plausible CT Hounsfield units: NaN/inf voxels, or no voxel below
+    :data:`AIR_MAX_HU` (every CT has air near -1000 HU; stored values without the -1024 intercept have none)."""
+    bad = int(np.size(scan.hu) - np.count_nonzero(np.isfinite(scan.hu)))
+    where = case.files[0].parent if case.kind == "dicom_series" else case.files[0]
+    if bad:
+        raise CaseError(f"not CT HU: {bad} NaN/inf voxels; re-export {where}")
+    low = float(np.min(scan.hu)) if np.size(scan.hu) else math.nan
+    if not low <= AIR_MAX_HU:
+        raise CaseError(f"not CT HU: no value below {AIR_MAX_HU:.0f} (min {low:.0f}; air is -1000): stored values "
+                        f"without the -1024 intercept? re-export {where} in HU")
+    return scan
+
+
 def read_case(case: InputCase) -> Scan:
-    """Decode one case (raises :class:`CaseError` with the reason when it cannot be used)."""
+    """Decode one case and check its values are CT HU (raises :class:`CaseError` with the reason when it cannot
+    be used)."""
+    return check_hu(_read_case(case), case)
+
+
+def _read_case(case: InputCase) -> Scan:
     import SimpleITK as sitk
 
     from musclelab.data.readers.decode import open_image, to_lps
@@ -436,23 +506,74 @@ def _height_for(case: InputCase, heights: dict[str, float], scan_height: float |
 
 
 def check_output_dir(input_path: Path, out: Path) -> None:
-    """Refuse an output folder inside an input folder (nothing is ever written there), or a single input file as
-    the output folder."""
+    """Refuse an output folder that overlaps the input in either direction — inside an input folder, containing
+    the input (``--out ds`` for ``ds/images``: predict would write next to ``ds/masks``), or the same path — and
+    one that holds files predict did not write (it must be new, empty, or an earlier predict output)."""
     src, dst = input_path.expanduser().resolve(), out.expanduser().resolve()
-    if src.is_file():
-        if dst == src:
-            raise ConfigError(f"--out {out} is the input file: choose an output folder")
-        return
-    root = src
-    if dst == root or root in dst.parents:
-        raise ConfigError(f"--out {out} is inside the input folder {root}: choose a folder outside it "
+    if dst == src:
+        raise ConfigError(f"--out {out} is the input {'file' if src.is_file() else 'folder'}: choose a new folder "
+                          "outside it (predict never writes into the input)")
+    if src.is_dir() and src in dst.parents:
+        raise ConfigError(f"--out {out} is inside the input folder {src}: choose a folder outside it "
                           "(predict never writes into the input)")
+    if dst in src.parents:
+        raise ConfigError(f"--out {out} contains the input {src}: choose a new folder outside it (predict never "
+                          "writes next to the input, e.g. over a data set's reference masks)")
+    if dst.exists() and not dst.is_dir():
+        raise ConfigError(f"--out {out} is a file: give a new or empty folder")
+    if dst.is_dir() and not (dst / WRITTEN_FILE).exists():
+        content = sorted(q.name for q in dst.iterdir())
+        if content:
+            shown = ", ".join(content[:5]) + (", ..." if len(content) > 5 else "")
+            raise ConfigError(f"--out {out} holds files predict did not write ({shown}): choose a new or empty "
+                              "folder (predict never replaces a file it did not write)")
+
+
+class OutputFiles:
+    """What predict wrote under ``out`` (``.musclelab_predict``, one relative path a line, appended before each
+    file is written): a file there is replaced only when predict claimed it; anything else is refused (the case
+    fails with the reason)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.path = out / WRITTEN_FILE
+        self.files: set[str] = set()
+        if self.path.exists():
+            self.files = {line for line in self.path.read_text().splitlines() if line}
+
+    def _rel(self, path: Path) -> str:
+        return path.resolve().relative_to(self.out.resolve()).as_posix()  # ValueError when it would escape
+
+    def check(self, path: Path) -> Path:
+        """``path`` may be written: it is inside ``out`` and absent or predict's own (else :class:`CaseError`)."""
+        rel = self._rel(path)
+        if path.exists() and rel not in self.files:
+            raise CaseError(f"{path} exists and was not written by predict: it is never replaced; move it or "
+                            "choose a new --out")
+        return path
+
+    def claim(self, path: Path) -> Path:
+        """:meth:`check`, then recorded as predict's own before it is written."""
+        self.check(path)
+        rel = self._rel(path)
+        if rel not in self.files:
+            self.out.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(rel + "\n")
+                f.flush()
+            self.files.add(rel)
+        return path
 
 
 def predict_case(predictor: Predictor, case: InputCase, out: Path, heights: dict[str, float],
-                 overlays: bool = True) -> dict[str, Any]:
+                 overlays: bool = True, written: OutputFiles | None = None) -> dict[str, Any]:
     """Predict, measure and write one case; returns its CSV row (``status`` ok)."""
     t0 = time.perf_counter()
+    written = written or OutputFiles(out)
+    mask_path, png_path = out / "masks" / f"{case.case_id}.nii.gz", out / "masks" / f"{case.case_id}.png"
+    overlay_path = out / "overlays" / f"{case.case_id}.png"
+    for t in (mask_path, png_path, overlay_path):  # before any work: nothing of the user's is replaced
+        written.check(t)
     scan = read_case(case)
     labels = predictor.labels(scan)
     height = _height_for(case, heights, scan.height_m)
@@ -462,12 +583,31 @@ def predict_case(predictor: Predictor, case: InputCase, out: Path, heights: dict
                            "spacing_mm": "x".join(f"{s:.4g}" for s in scan.spacing),
                            "height_m": height if height else math.nan}
     row.update(case_numbers(labels, scan, predictor.class_names, predictor.muscle_classes, height))
+    for t in [mask_path] + ([png_path] if labels.ndim == 2 else []) + ([overlay_path] if overlays else []):
+        written.claim(t)
     mask = write_mask(out, case.case_id, labels, scan)
     row["mask"] = str(mask.relative_to(out))
     if overlays:
-        overlay_png(out / "overlays" / f"{case.case_id}.png", scan.hu, labels, predictor.window)
+        overlay_png(overlay_path, scan.hu, labels, predictor.window)
     row["seconds"] = round(time.perf_counter() - t0, 4)
     return row
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``predictions.csv`` atomically: the lead columns, then every other column in order of appearance."""
+    import csv
+    import io
+
+    from musclelab.io import atomic_write_text
+
+    lead = ["case_id", "status", "reason", "kind", "source"]
+    columns = lead + [c for c in dict.fromkeys(k for r in rows for k in r) if c not in lead]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if isinstance(v, (float, np.floating)) and np.isnan(v) else v) for k, v in r.items()}
+                     for r in rows)
+    atomic_write_text(path, buf.getvalue())
 
 
 @dataclass
@@ -485,10 +625,9 @@ def predict(checkpoint: str | Path, input_path: str | Path, out: str | Path, hei
             device: str = "cpu", batch_size: int = 16, overlays: bool = True, progress: bool | None = None,
             predictor: Predictor | None = None) -> PredictResult:
     """Run a trained model on every case under ``input_path`` and write the outputs into ``out``."""
-    import pandas as pd
     from tqdm import tqdm
 
-    from musclelab.io import atomic_write_json, atomic_write_text
+    from musclelab.io import atomic_write_json
 
     t0 = time.perf_counter()
     input_path, out = Path(input_path), Path(out)
@@ -499,6 +638,12 @@ def predict(checkpoint: str | Path, input_path: str | Path, out: str | Path, hei
     if not cases:
         raise ConfigError(f"no CT images (NIfTI, NRRD, MetaImage, DICOM) under {input_path}")
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    written = OutputFiles(out)
+    for own in ("masks/labels.json", "predictions.csv", "summary.json"):
+        try:
+            written.claim(out / own)
+        except CaseError as err:
+            raise ConfigError(str(err)) from None
     atomic_write_json(out / "masks" / "labels.json",
                       {"labels": {str(i): n for i, n in enumerate(predictor.class_names)},
                        "checkpoint": str(predictor.checkpoint), "model": predictor.meta["model"]["name"],
@@ -507,17 +652,14 @@ def predict(checkpoint: str | Path, input_path: str | Path, out: str | Path, hei
     for case in tqdm(cases, desc="musclelab predict", unit="case", disable=(not progress) if progress is not None
                      else None, file=sys.stderr):
         try:
-            rows.append(predict_case(predictor, case, out, heights, overlays))
+            rows.append(predict_case(predictor, case, out, heights, overlays, written))
         except (CaseError, ValueError, RuntimeError, OSError) as err:
             from musclelab.data.readers.problems import short_reason
 
             reason = short_reason(err)
             rows.append({"case_id": case.case_id, "status": "failed", "reason": reason, "kind": case.kind,
                          "source": str(case.files[0])})
-    table = pd.DataFrame(rows)
-    lead = ["case_id", "status", "reason", "kind", "source"]
-    table = table[lead + [c for c in table.columns if c not in lead]]
-    atomic_write_text(out / "predictions.csv", table.to_csv(index=False))
+        write_rows(out / "predictions.csv", rows)  # every finished case on disk: a kill loses the one in progress
     seconds = time.perf_counter() - t0
     result = PredictResult(rows, skipped, seconds)
     ok = [r for r in rows if r["status"] == "ok"]
@@ -552,7 +694,8 @@ def main_predict(args: list[str]) -> None:
     p.add_argument("checkpoint", type=Path, help="a run directory (uses checkpoints/best.ckpt) or a .ckpt file")
     p.add_argument("input", type=Path, help="a scan file or a folder (searched recursively): DICOM series "
                    "(one folder per series), single DICOM slices, NIfTI, NRRD")
-    p.add_argument("--out", required=True, type=Path, help="output folder (not inside the input folder)")
+    p.add_argument("--out", required=True, type=Path, help="a new or empty output folder (or an earlier predict "
+                   "output), not overlapping the input")
     p.add_argument("--heights", type=Path, default=None, help="CSV with id,height_m (or height_cm) for the SMI; "
                    "DICOM PatientSize is used when absent")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")

@@ -11,11 +11,17 @@
 * :class:`AtomicCheckpointIO`: Lightning writes a checkpoint by truncating the file and writing into it, so a
   kill during the write leaves a truncated ``last.ckpt`` that the next ``resume=`` trusts; this plug-in writes a
   temporary file and renames it (:func:`musclelab.io.atomic_write_bytes`): the previous file or the new one.
-* :func:`before_run`: ``resume=`` of a run that is already ``complete`` with the same config says so and does
-  nothing (it used to train another epoch and crash in the CSV logger); with changed settings (e.g. a higher
-  ``trainer.max_epochs``) it extends the run from ``last.ckpt`` (kept with ``callbacks.checkpoint.keep_last``);
-  jobs of a re-launched sweep go through :mod:`musclelab.sweep_resume`.
-* :func:`mark_stopped`: a run stopped by SIGTERM (or SLURM's pre-timeout signal) is ``interrupted`` —
+* :func:`before_run`: a complete run is never modified. Run again into its directory with the same config, or
+  given as ``resume=``, it says so and does nothing; with a different config it is refused naming the keys
+  (before any file, W&B id included, is touched). ``resume=`` may only change :data:`RESUME_CHANGES`
+  (``trainer.max_epochs``, larger, extends the run from ``last.ckpt``, kept with
+  ``callbacks.checkpoint.keep_last``; without it the extension is refused and the run stays ``complete``); a
+  changed split, data or test set is refused for unfinished runs too. Jobs of a re-launched sweep go through
+  :mod:`musclelab.sweep_resume`.
+* :class:`StopRequestCheckpoint`: ``trainer.should_stop`` (early stopping) is part of every checkpoint, so a
+  run that stopped early and was killed while testing does not train further epochs on resume.
+* :func:`mark_stopped`: a run stopped by SIGTERM, Ctrl-C (which Lightning turns into ``SystemExit(1)``) or
+  SLURM's pre-timeout signal is ``interrupted`` —
   resumable from its last complete epoch — not ``failed``. Lightning's signal connector turns SIGTERM into a
   ``SIGTERMException`` at the next batch; SIGUSR1/SIGUSR2 outside SLURM are routed to the same path. In a SLURM
   job SIGUSR1 requeues the job (:mod:`musclelab.slurm`, not Lightning's auto-requeue: no ``hpc_ckpt_*.ckpt``),
@@ -120,6 +126,31 @@ def restore_random_state(state: dict[str, Any], trainer: pl.Trainer | None = Non
             gen.set_state(state["loader_generator"])
 
 
+class StopRequestCheckpoint(pl.Callback):
+    """Keeps ``trainer.should_stop`` in the checkpoint: a run whose early stopping (or any callback) ended
+    training is restored as stopped, so a run killed during its test phase is not trained further on resume.
+    Lightning restores ``EarlyStopping``'s counters but not the stop itself."""
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+        self._stopped = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"should_stop": bool(self._trainer is not None and self._trainer.should_stop)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._stopped = bool(state_dict.get("should_stop", False))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._stopped:  # before the fit loop's first "done?" check
+            log.info("the checkpoint's run had stopped (early stopping): no further epochs")
+            trainer.should_stop = True
+            self._stopped = False
+
+
 class RandomStateCheckpoint(pl.Callback):
     """Saves all random states with every checkpoint; restores them when a resumed fit starts (after Lightning
     has restored this callback, before the train loader draws its shuffling order)."""
@@ -185,7 +216,7 @@ def trainer_callbacks() -> list[pl.Callback]:
     """Callbacks every training run gets from this module (and the NaN/inf stop from :mod:`musclelab.callbacks`)."""
     from musclelab.callbacks import NonFiniteLossStop
 
-    return [RandomStateCheckpoint(), NonFiniteLossStop(), PreemptionSignals()]
+    return [RandomStateCheckpoint(), StopRequestCheckpoint(), NonFiniteLossStop(), PreemptionSignals()]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,10 +255,36 @@ class PreemptionSignals(pl.Callback):
 
 
 def is_preemption(err: BaseException) -> bool:
-    """Whether ``err`` means "stopped from outside" (SIGTERM via Lightning, Ctrl-C) rather than a failure."""
+    """Whether ``err`` means "stopped from outside" (SIGTERM via Lightning, Ctrl-C) rather than a failure.
+
+    Lightning turns a ``KeyboardInterrupt`` inside ``fit``/``test`` into ``sys.exit(1)`` from its ``except``
+    block, so the exit's context chain is followed: a ``SystemExit`` raised while handling an interruption is
+    one too."""
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-    return isinstance(err, (SIGTERMException, KeyboardInterrupt))
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (SIGTERMException, KeyboardInterrupt)):
+            return True
+        if not isinstance(e, SystemExit):
+            return False
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank 0 (or not part of a multi-process job): the environment variables
+    a launcher sets for its ranks (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``), in Lightning's order."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(var)
+        if value is not None:
+            try:
+                return int(value) == 0
+            except ValueError:
+                return True
+    return True
 
 
 def mark_stopped(run_dir: str | Path, err: BaseException) -> None:
@@ -241,21 +298,81 @@ def mark_stopped(run_dir: str | Path, err: BaseException) -> None:
         mark_failed(run_dir, err)
 
 
-def before_run(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
-    """Called first by ``train()``: the saved result when there is nothing to do (a complete run given as
-    ``resume=``, or a complete job of a re-launched sweep), else ``None`` (``cfg.resume`` may be set to continue
-    an interrupted sweep job)."""
-    from musclelab.sweep_resume import SAVED_CONFIG, config_differences, prepare_sweep_job
+#: what ``resume=`` may change in a run: the extension (``trainer.max_epochs``) and what only decides what stays
+#: on disk or is shown; anything else (split, data, test set, model, seed, ...) would mix weights, manifests
+#: and test outputs of two different runs
+RESUME_CHANGES = ("trainer.max_epochs", "callbacks.checkpoint.keep_last", "callbacks.progress_bar")
 
-    if cfg.get("resume") and read_status(run_dir) == "complete":
-        saved = run_dir / SAVED_CONFIG
-        changed = config_differences(cfg, saved) if saved.exists() else []
-        if not changed:
-            return _complete_result(run_dir, f"run {run_dir} is already complete: nothing to resume")
-        # new settings given with resume= (e.g. trainer.max_epochs raised): extend the run from last.ckpt
-        log.info("run %s is complete; continuing it with changed %s", run_dir, ", ".join(changed))
-    if prepare_sweep_job(cfg, run_dir) == "complete":
+
+def before_run(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
+    """Called first by ``train()``, before anything is written: the saved result when there is nothing to do,
+    else ``None`` (``cfg.resume`` may be set to continue an interrupted or failed sweep job). A complete run is
+    never modified except by an explicit extension (:data:`RESUME_CHANGES` through ``resume=``); everything else
+    is a :class:`~musclelab.errors.ConfigError` naming the differing keys, leaving the run as it was."""
+    from musclelab.sweep_resume import prepare_sweep_job
+
+    sweep = prepare_sweep_job(cfg, run_dir)
+    if sweep == "complete":
         return _complete_result(run_dir, f"sweep job {run_dir} is complete with the same config: skipped")
+    if sweep is not None:
+        return None
+    # Hydra rewrites the run's .hydra/ (overrides.yaml: what resume= replays) before train() runs: a refused or
+    # no-op launch puts the accepted launch's copy back; a launch that trains becomes the new record
+    from musclelab.errors import ConfigError
+    from musclelab.sweep_resume import backup_hydra, restore_hydra
+
+    try:
+        result = _single_run(cfg, run_dir)
+    except ConfigError:
+        restore_hydra(run_dir)
+        raise
+    if result is None:
+        backup_hydra(run_dir)
+    else:
+        restore_hydra(run_dir)
+    return result
+
+
+def _single_run(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
+    from musclelab.errors import ConfigError
+    from musclelab.sweep_resume import SAVED_CONFIG, config_differences, shown_keys
+
+    status = read_status(run_dir)
+    saved = run_dir / SAVED_CONFIG
+    if status is None or not saved.exists():
+        if cfg.get("resume") and status is None:
+            raise ConfigError(f"resume={run_dir}: no run_status.json there; give the directory of a run made by "
+                              "`musclelab train`")
+        return None
+    changed = config_differences(cfg, saved)
+    if status == "complete" and not cfg.get("resume"):
+        if not changed:
+            return _complete_result(run_dir, f"run {run_dir} is already complete with the same config: nothing to do")
+        raise ConfigError(f"{run_dir} holds a complete run with a different config ({shown_keys(changed)} differ); "
+                          "it is never overwritten: choose a new hydra.run.dir (or extend it with "
+                          f"resume={run_dir} trainer.max_epochs=<more>)")
+    if not cfg.get("resume"):
+        return None  # an unfinished run trained again from the start in its own directory
+    refused = [k for k in changed if k not in RESUME_CHANGES]
+    if refused:
+        raise ConfigError(f"resume={run_dir}: {shown_keys(refused)} differ from the run's config; resume= continues "
+                          f"the same run and may only change {', '.join(RESUME_CHANGES)}: train a new run "
+                          "(a new hydra.run.dir) for other settings")
+    if status != "complete":
+        return None  # interrupted / failed / running: continues from last.ckpt
+    if "trainer.max_epochs" not in changed:
+        return _complete_result(run_dir, f"run {run_dir} is already complete: nothing to resume")
+    import yaml
+
+    old_epochs = (yaml.safe_load(saved.read_text()) or {}).get("trainer", {}).get("max_epochs")
+    if old_epochs is not None and int(cfg.trainer.max_epochs) <= int(old_epochs):
+        raise ConfigError(f"resume={run_dir}: trainer.max_epochs={cfg.trainer.max_epochs} does not extend the "
+                          f"complete run (trained for {old_epochs}); give a larger value")
+    if not (run_dir / "checkpoints" / "last.ckpt").exists():
+        raise ConfigError(f"resume={run_dir}: the run is complete and its checkpoints/last.ckpt was deleted "
+                          "(callbacks.checkpoint.keep_last=false), so it cannot be extended; train a new run with "
+                          f"trainer.max_epochs={cfg.trainer.max_epochs} (the complete run is left as it is)")
+    log.info("run %s is complete; extending it: %s", run_dir, ", ".join(changed))
     return None
 
 

@@ -11,13 +11,17 @@ requeued (``SLURM_RESTART_COUNT`` > 0; its directory is ``runs/slurm-<job id>`` 
 | nothing (new job)                                  | trains                                                  |
 | ``complete``, same composed config                 | skipped ("complete with the same config" in the log)    |
 | ``interrupted``/``running`` + ``last.ckpt``        | continues from ``last.ckpt`` (exact, see resume.py)     |
+| ``failed`` + an intact ``last.ckpt``, same config  | continues from it (an OOM kill, a full disk)            |
 | ``interrupted``/``running`` without a checkpoint   | trains again from the start                             |
-| ``failed``                                         | trains again from the start (the config may be fixed)   |
+| ``failed`` (no intact checkpoint, or a new config) | trains again from the start (the config may be fixed)   |
 | ``complete``/resumable with a *different* config   | error naming the differing keys; nothing is overwritten |
+
+Ctrl-C is an interruption (``interrupted``), not a failure (:func:`musclelab.resume.is_preemption`).
 
 "Same config" compares the job's resolved config with the ``config_resolved.yaml`` the earlier run saved
 (``resume`` ignored). Hydra rewrites the job's ``.hydra/`` files before the job runs; a first launch keeps a
-copy in ``.hydra.launch/`` and a refused re-launch puts it back, so ``resume=<job dir>`` keeps working.
+copy in ``.hydra.launch/`` and a refused re-launch puts it back, so ``resume=<job dir>`` keeps working (single
+runs do the same through :func:`musclelab.resume.before_run`).
 """
 from __future__ import annotations
 
@@ -75,14 +79,34 @@ def config_differences(cfg: DictConfig, saved_file: Path) -> list[str]:
     return keys
 
 
-def _backup_hydra(run_dir: Path) -> None:
+def shown_keys(keys: list[str], n: int = 8) -> str:
+    """At most ``n`` keys, comma-separated, and how many more."""
+    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def intact_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a full training checkpoint that loads (``weights_only``) with its loop state."""
+    if not path.is_file():
+        return False
+    import torch
+
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:  # truncated, not a checkpoint, ...: train again
+        return False
+    return isinstance(ckpt, dict) and {"state_dict", "loops", "optimizer_states"} <= set(ckpt)
+
+
+def backup_hydra(run_dir: Path) -> None:
+    """Keep a copy of the launch's ``.hydra/`` in ``.hydra.launch/``."""
     src, dst = run_dir / ".hydra", run_dir / HYDRA_BACKUP
     if src.is_dir():
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(src, dst)
 
 
-def _restore_hydra(run_dir: Path) -> None:
+def restore_hydra(run_dir: Path) -> None:
+    """Put the kept ``.hydra.launch/`` back as ``.hydra/`` (nothing to do without one)."""
     src, dst = run_dir / HYDRA_BACKUP, run_dir / ".hydra"
     if src.is_dir():
         shutil.rmtree(dst, ignore_errors=True)
@@ -103,7 +127,7 @@ def prepare_sweep_job(cfg: DictConfig, run_dir: Path) -> str | None:
         return None  # a run inside the job (e.g. a transfer chain's stage, which the stage cache manages)
     status = read_status(run_dir)
     if status is None:
-        _backup_hydra(run_dir)
+        backup_hydra(run_dir)
         return "new"
     saved = run_dir / SAVED_CONFIG
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -111,13 +135,18 @@ def prepare_sweep_job(cfg: DictConfig, run_dir: Path) -> str | None:
     if keeps_results and saved.exists():
         diff = config_differences(cfg, saved)
         if diff:
-            _restore_hydra(run_dir)
-            shown = ", ".join(diff[:8]) + (f" (+{len(diff) - 8} more)" if len(diff) > 8 else "")
-            raise ConfigError(f"{name} ({run_dir}) is {status} with a different config: {shown} differ; "
+            restore_hydra(run_dir)
+            raise ConfigError(f"{name} ({run_dir}) is {status} with a different config: {shown_keys(diff)} differ; "
                               "re-launch with the same overrides, or use a new hydra.sweep.dir")
     if status == "complete":
         log.info("%s: %s is complete with the same config; skipping it", name, run_dir)
         return "complete"
+    if status == "failed" and saved.exists() and not config_differences(cfg, saved) and intact_checkpoint(last):
+        log.info("%s: %s failed after saving %s; continuing from it", name, run_dir, last)
+        print(f"musclelab: {name}: previous attempt failed; continuing from its intact {last}")
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
+        return "resume"
     if status in ("running", "interrupted") and last.exists():
         log.info("%s: continuing the interrupted run in %s from %s", name, run_dir, last)
         print(f"musclelab: {name}: continuing the interrupted run from {last}")
@@ -126,5 +155,5 @@ def prepare_sweep_job(cfg: DictConfig, run_dir: Path) -> str | None:
         return "resume"
     log.info("%s: %s was %s; training it again from the start", name, run_dir, status)
     print(f"musclelab: {name}: previous attempt {status}; training it again from the start")
-    _backup_hydra(run_dir)
+    backup_hydra(run_dir)
     return "rerun"

@@ -33,7 +33,7 @@ from musclelab.errors import ConfigError
 from musclelab.hparams_search import metric_value
 from musclelab.evaluation.volume_from_slices import check_level, level_rows, summarize_levels
 from musclelab.io import atomic_write_json, atomic_write_text
-from musclelab.loggers import build_loggers, check_loggers, finish_wandb
+from musclelab.loggers import WANDB_ID_FILE, build_loggers, check_loggers, finish_wandb
 from musclelab.losses import LOSSES
 from musclelab.metrics import observer_agreement
 from musclelab.models import MODELS, check_input_size
@@ -41,7 +41,7 @@ from musclelab.optim import OPTIMIZERS, SCHEDULERS
 from musclelab.outputs.plots import plot_learning_curve, plot_overlays
 from musclelab.outputs.status import write_status
 from musclelab.outputs.summary import print_summary
-from musclelab.resume import before_run, mark_stopped, trainer_callbacks, trainer_plugins
+from musclelab.resume import before_run, is_rank_zero, mark_stopped, trainer_callbacks, trainer_plugins
 from musclelab.plugins import check_targets, instantiate
 from musclelab.pretext import PRETEXT_TASKS
 from musclelab.pretext.pretrain import pretrained_trunk
@@ -239,16 +239,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if (done := before_run(cfg, run_dir)) is not None:  # complete already (resume=, re-launched sweep)
         return done
-    write_status(run_dir, "running")
+    rank_zero = is_rank_zero()  # a DDP rank started as a process of its own writes no status, deletes nothing
+    if rank_zero:
+        write_status(run_dir, "running")
     try:
         result = _train(cfg, run_dir)
     except BaseException as err:
-        mark_stopped(run_dir, err)  # failed, or interrupted (SIGTERM/preemption: resumable)
+        if rank_zero:
+            mark_stopped(run_dir, err)  # failed, or interrupted (SIGTERM, Ctrl-C, preemption: resumable)
         raise
     finally:
         finish_wandb()
-    write_status(run_dir, "complete", metrics=result)
-    finalize_checkpoints(run_dir / CHECKPOINT_DIR, keep_last=bool(cfg.callbacks.checkpoint.get("keep_last", True)))
+    if rank_zero:
+        write_status(run_dir, "complete", metrics=result)
+        finalize_checkpoints(run_dir / CHECKPOINT_DIR,
+                             keep_last=bool(cfg.callbacks.checkpoint.get("keep_last", True)))
     return result
 
 
@@ -287,6 +292,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
             init["weights_path"] = str(pretrained_trunk(cfg, dm, run_dir))
         apply_init(task.net, init, run_dir, cfg.model.name)
     run_name, group = _sweep_group(run_dir)
+    if not cfg.resume:  # trained from the start: a new W&B run, never the id of an earlier attempt in this dir
+        (run_dir / WANDB_ID_FILE).unlink(missing_ok=True)
     logger = build_loggers(cfg.logger, run_dir, run_name, group, resolved, tags=list(cfg.get("tags") or []),
                            log_dir=Path(cfg.paths.log_dir), experiment=cfg.task_name)  # [] without a logger
     callbacks, ckpt_cb = build_callbacks(cfg, run_dir)

@@ -477,7 +477,9 @@ def _torchvision_loader(init: str, segmentation: bool) -> Callable[[Mapping[str,
         if path:
             return _read(path, "weights_path", init), f"{name} from {path}"
         try:
-            state = member.get_state_dict(progress=True)
+            from musclelab.models.registry import hub_state_dict
+
+            state = hub_state_dict(member)  # weights_only=True: a hub file is never unpickled as code
         except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
             url = getattr(member, "url", "?")
             raise ConfigError(
@@ -632,7 +634,7 @@ def load_source(init_cfg: Mapping[str, Any] | None) -> tuple[dict[str, Tensor], 
     """The source state dict of an ``init`` config and its description; None for scratch.
 
     ``imagenet`` / ``coco`` without ``weights_path`` call ``torchvision.models.get_weight(weights)
-    .get_state_dict(progress=True)`` (downloads into the torch hub cache once).
+    .get_state_dict(progress=True, weights_only=True)`` (downloads into the torch hub cache once).
     """
     cfg = check_init_config(init_cfg)
     spec = INITS.get(cfg["name"])

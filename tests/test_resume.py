@@ -157,6 +157,7 @@ def test_relaunched_sweep_skips_resumes_and_refuses_changes(tmp_path, launcher):
     # job 1 as a SIGTERM leaves it (interrupted, last.ckpt kept), job 2 failed
     (sweep / "1" / "run_status.json").write_text(json.dumps({"status": "interrupted"}))
     (sweep / "2" / "run_status.json").write_text(json.dumps({"status": "failed"}))
+    (sweep / "2" / "checkpoints" / "last.ckpt").unlink()  # failed before its first checkpoint: trained again
 
     out = _sweep(tmp_path, sweep, extra)
     log = out.stdout + out.stderr + "".join(p.read_text() for p in sweep.glob("*/train.log"))

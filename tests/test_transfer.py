@@ -380,7 +380,7 @@ def test_autoencoder_takes_encoder_and_decoder_by_default(tmp_path: Path) -> Non
 
 
 # --------------------------------------------------------------------------------------------------
-# (5) torchvision weight names: get_weight(name).get_state_dict(progress=True), no real download
+# (5) torchvision weight names: get_weight(name).get_state_dict(progress=True, weights_only=True), no real download
 # --------------------------------------------------------------------------------------------------
 
 
@@ -413,7 +413,8 @@ def test_weight_name_path_calls_torchvision(
     net = Tiny()
     report = apply_init(net, cfg, tmp_path, "tiny")
     assert ("get_weight", expected) in calls
-    assert [c for c in calls if c[0] == "get_state_dict"] == [("get_state_dict", (), {"progress": True})]
+    assert [c for c in calls if c[0] == "get_state_dict"] == [  # weights_only: a hub file never runs code
+        ("get_state_dict", (), {"progress": True, "check_hash": True, "weights_only": True})]
     assert report is not None and report.source == expected and len(report.transferred) == len(trunk)
 
 

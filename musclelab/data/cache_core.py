@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from musclelab.errors import ConfigError
-from musclelab.io import atomic_write_json, file_lock
+from musclelab.io import atomic_write_json, file_lock, make_temp_dir
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +234,7 @@ def build_once(final: Path, what: str, write: Callable[[Path], dict[str, Any]]) 
             shutil.rmtree(final)
         for stale in root.glob(f".{final.name}.tmp-*"):  # left by a crashed build of this key (we hold its lock)
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+        tmp = make_temp_dir(f".{final.name}.tmp-", root)  # the umask's permissions, not 0700
         try:
             manifest = write(tmp)
             atomic_write_json(tmp / MANIFEST, manifest)  # last: marks the directory complete

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from musclelab.models.registry import (
-    MODELS, ModelSpec, _field, _require_min, adapt_conv_weight, read_state_dict,
+    MODELS, ModelSpec, _field, _require_min, adapt_conv_weight, hub_state_dict, read_state_dict,
 )
 
 log = logging.getLogger(__name__)
@@ -156,19 +156,21 @@ def _fcn_builder(depth: int) -> Callable[..., nn.Module]:
         w = _resolve_weights(weights, fcn_w, name, "weights")
         wb = _resolve_weights(weights_backbone, backbone_w, name, "weights_backbone")
         pretrained = weights_path is None and (w is not None or wb is not None)
+        # pretrained sets are built empty and filled from hub_state_dict (weights_only=True): torchvision's own
+        # builders would unpickle the downloaded file with weights_only=False
         if weights_path is None and w is not None:
-            net = builder(weights=w, weights_backbone=None)  # torchvision downloads if not cached
+            net = builder(weights=None, weights_backbone=None, num_classes=len(w.meta["categories"]), aux_loss=True)
+            net.load_state_dict(hub_state_dict(w))
             net.aux_classifier = None
             head = net.classifier[4]
             if head.out_channels != out_channels:
                 net.classifier[4] = nn.Conv2d(head.in_channels, out_channels, kernel_size=1)
         else:
-            net = builder(
-                weights=None,
-                weights_backbone=wb if weights_path is None else None,
-                num_classes=out_channels,
-                aux_loss=False,
-            )
+            net = builder(weights=None, weights_backbone=None, num_classes=out_channels, aux_loss=False)
+            if weights_path is None and wb is not None:
+                own = net.backbone.state_dict()
+                state = hub_state_dict(wb)
+                net.backbone.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
         if in_channels != net.backbone.conv1.in_channels:
             old = net.backbone.conv1
             net.backbone.conv1 = _adapted_conv1(old.weight.detach() if pretrained else None, in_channels, old)

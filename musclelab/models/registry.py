@@ -51,6 +51,8 @@ __all__ = [
     "accepted_params",
     "adapt_conv_weight",
     "read_state_dict",
+    "hub_state_dict",
+    "PRETRAINED_PARAMS",
 ]
 
 log = logging.getLogger(__name__)
@@ -365,6 +367,18 @@ def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") ->
     if not isinstance(obj, dict) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{what}={str(path)!r} does not hold a state dict")
     return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def hub_state_dict(weights: Any) -> dict[str, torch.Tensor]:
+    """The tensors of a torchvision weights enum member (downloaded into the torch hub cache once), loaded with
+    ``weights_only=True``: a hub file is never unpickled as code (torchvision's builders load them with
+    ``weights_only=False``)."""
+    return dict(weights.get_state_dict(progress=True, check_hash=True, weights_only=True))
+
+
+#: model parameters that fetch pretrained weights when a network is built (a file or a download); a checkpoint
+#: holds the trained weights, so building its network again must not read or download them
+PRETRAINED_PARAMS = ("weights", "weights_backbone", "weights_path", "encoder_weights")
 
 
 # the spatial dimensions are set from the data (``data.spatial_dims``), never as a model parameter

@@ -9,10 +9,10 @@ that uses it (``pretext_curve.csv`` / ``pretext_curve.png``).
 The autoencoder and jigsaw inits pretrain on the study's own unlabelled training slices (the whole training
 pool of the split/fold, labels ignored). The result depends only on the pretext settings and on which slices
 are in that pool, so it is cached under ``<paths.cache_dir>/pretext/<name>-<key16>/`` by a hash of exactly
-those (never of the training-set size ``data.n_train``, the subset draw or the fine-tuning seed): every
-fine-tuning run of a study grid reuses one pretraining per fold. Built under a file lock in a temporary
-directory and renamed into place, so concurrent jobs train it once and a crash never leaves a cache that
-looks complete.
+those, including the identity of the data's files (never of the training-set size ``data.n_train``, the
+subset draw or the fine-tuning seed): every fine-tuning run of a study grid reuses one pretraining per fold.
+Built under a file lock in a temporary directory and renamed into place, so concurrent jobs train it once and a
+crash never leaves a cache that looks complete.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from musclelab.data.datamodule import SegmentationDataModule, SliceDataset
 from musclelab.errors import ConfigError
-from musclelab.io import atomic_write_json, file_lock
+from musclelab.io import atomic_write_json, file_lock, make_temp_dir
 from musclelab.pretext import PRETEXT_TASKS, build_pretext_task
 from musclelab.slurm import cluster_plugins
 
@@ -57,7 +56,10 @@ def trunk_for(model_name: str) -> str:
 
 
 def pretext_key(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
-    """(sha256 hex, the inputs hashed): the pretext settings and the data settings in :data:`DATA_KEYS`."""
+    """(sha256 hex, the inputs hashed): the pretext settings, the data settings in :data:`DATA_KEYS` and, for
+    data read from disk, the identity of its files (:func:`musclelab.data.identity.data_identity`)."""
+    from musclelab.data.identity import data_identity
+
     data = OmegaConf.to_container(cfg.data, resolve=True)
     inputs = {
         "task": cfg.init.name,
@@ -65,6 +67,9 @@ def pretext_key(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
         "pretext": OmegaConf.to_container(cfg.init.pretext, resolve=True),
         "data": {k: data.get(k) for k in DATA_KEYS},
     }
+    files = data_identity(data)  # an edited or added file trains a new trunk
+    if files is not None:
+        inputs["files"] = files
     blob = json.dumps(inputs, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest(), inputs
 
@@ -175,7 +180,7 @@ def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, i
     if best.state is not None:  # transfer the best epoch's weights, not the last
         task.load_state_dict(best.state)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    tmp = make_temp_dir(f".{final.name}.", final.parent)
     try:
         task.save_trunk(tmp / TRUNK_FILE)
         curve = pd.DataFrame(best.rows)

@@ -11,8 +11,8 @@ the same prefix (the 15 orderings of 3 data sets need 15 stage trainings instead
 across the jobs of a multirun. The key is chained: ``key_i = sha256(json(stage settings_i, key_{i-1}))``
 where the stage settings are the resolved ``model``, ``loss``, ``optim``, the trainer fields that change
 training (:data:`TRAINER_KEYS`), the checkpoint/early-stopping settings, ``seed``, the data set's resolved
-data config (without :data:`DATA_IGNORED`) and, for stage 0, ``init`` (for later stages the parent key
-stands for the init). Equal keys <=> equal (settings, ordered data prefix, first init); the stage root's
+data config (without :data:`DATA_IGNORED`; with the identity of its files for data read from disk) and, for
+stage 0, ``init`` (for later stages the parent key stands for the init). Equal keys <=> equal (settings, ordered data prefix, first init); the stage root's
 location is not part of it.
 
 A stage is reused when its ``run_status.json`` says ``complete``. Otherwise it is built under a file lock
@@ -130,11 +130,17 @@ def _hash(obj: Any) -> str:
 
 
 def data_key_inputs(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved data config of ``cfg`` without the fields in :data:`DATA_IGNORED`; for a built-in phantom
-    also the generator's settings of the sites it draws (a new musclelab whose phantom site changed must not
-    reuse stages trained on the old one's images)."""
+    """The resolved data config of ``cfg`` without the fields in :data:`DATA_IGNORED`; for data read from disk
+    the identity of its files (:func:`musclelab.data.identity.data_identity`: path, size, mtime of each, as the
+    slice cache keys); for a built-in phantom the generator's settings of the sites it draws (a new musclelab
+    whose phantom site changed must not reuse stages trained on the old one's images)."""
+    from musclelab.data.identity import data_identity
+
     data = _plain(cfg.data)
     inputs = {k: v for k, v in data.items() if k not in DATA_IGNORED}
+    files = data_identity(data)  # data read from disk: an edited or added file is a new stage
+    if files is not None:
+        inputs["files"] = files
     sites = _phantom_sites(str(data.get("name")))
     if sites is not None:
         source = data.get("source") or {}
