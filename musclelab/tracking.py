@@ -7,7 +7,8 @@ logger, and W&B gets the resolved config at start (MLflow: as parameters, :mod:`
   ``trainer.log_every_n_steps``; our own callback because the task logs the loss per epoch, which keeps
   ``metrics.csv`` one row per epoch) and the learning rate per step (Lightning's ``LearningRateMonitor``), and
   :class:`ValidationOverlays`: every ``callbacks.val_overlays.every_n_epochs`` epochs, the first
-  ``callbacks.val_overlays.cases`` validation slices with their predictions as an image (2D models);
+  ``callbacks.val_overlays.cases`` validation slices with their predictions as an image (2D models; only with a
+  logger that shows images);
 * :func:`log_run_end`: the test overlay and learning curve as images, ``test_cases.csv`` as a table (W&B) or an
   artifact (MLflow, with ``config_resolved.yaml``).
 
@@ -112,11 +113,16 @@ class ValidationOverlays(Callback):
         self._examples = []
 
 
-def tracking_callbacks(run_dir: Path, val_overlays: dict[str, Any] | None) -> list[Callback]:
-    """The callbacks that feed the trackers (add them only when the run has a logger)."""
+def tracking_callbacks(loggers: Sequence[Logger], run_dir: Path, val_overlays: dict[str, Any] | None) -> list[Callback]:
+    """The callbacks that feed ``loggers``: step loss and learning rate for any logger, validation overlays only
+    when one of them shows images (W&B, TensorBoard, MLflow; not the CSV logger)."""
+    if not loggers:
+        return []
     settings = dict(val_overlays or {})
-    return [StepLoss(), LearningRateMonitor(logging_interval="step"),
-            ValidationOverlays(run_dir, int(settings.get("cases", 4)), int(settings.get("every_n_epochs", 1)))]
+    out: list[Callback] = [StepLoss(), LearningRateMonitor(logging_interval="step")]
+    if any(_kind(lg) in ("wandb", "tensorboard", "mlflow") for lg in loggers):
+        out.append(ValidationOverlays(run_dir, int(settings.get("cases", 4)), int(settings.get("every_n_epochs", 1))))
+    return out
 
 
 def log_run_end(loggers: Sequence[Logger], run_dir: Path) -> None:

@@ -297,8 +297,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     logger = build_loggers(cfg.logger, run_dir, run_name, group, resolved, tags=list(cfg.get("tags") or []),
                            log_dir=Path(cfg.paths.log_dir), experiment=cfg.task_name)  # [] without a logger
     callbacks, ckpt_cb = build_callbacks(cfg, run_dir)
-    if logger:  # step loss, learning rate, validation overlays (musclelab.tracking)
-        callbacks += tracking_callbacks(run_dir, _params(cfg.callbacks.get("val_overlays"), ()))
+    # step loss, learning rate; validation overlays for loggers that show images (musclelab.tracking)
+    callbacks += tracking_callbacks(logger, run_dir, _params(cfg.callbacks.get("val_overlays"), ()))
     callbacks += trainer_callbacks()  # random states in checkpoints, NaN/inf stop, preemption signals
     trainer_kwargs = _params(cfg.trainer, ())
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False, callbacks=callbacks,

@@ -85,3 +85,14 @@ def test_wandb_tags_group_and_logger_layouts(tmp_path: Path, monkeypatch: pytest
     assert wandb._wandb_init["tags"] == ["a", "b"] and wandb._wandb_init["group"] == "sweep-1"
     assert logger_entries({"name": "wandb", "project": "p"}) == {"wandb": {"project": "p"}}  # old saved configs
     assert logger_entries({"name": "none"}) == {} and logger_entries({}) == {}
+
+
+def test_csv_alone_gets_step_metrics_but_no_overlay_images(tmp_path: Path) -> None:
+    from musclelab.tracking import LearningRateMonitor, StepLoss, ValidationOverlays, tracking_callbacks
+
+    csv = build_loggers({"csv": {}}, tmp_path, "run", None, {})
+    kinds = {type(c) for c in tracking_callbacks(csv, tmp_path, {"cases": 2})}
+    assert kinds == {StepLoss, LearningRateMonitor}
+    assert tracking_callbacks([], tmp_path, None) == []
+    tb = build_loggers({"csv": {}, "tensorboard": {}}, tmp_path, "run", None, {})
+    assert ValidationOverlays in {type(c) for c in tracking_callbacks(tb, tmp_path, {"cases": 2})}
