@@ -23,8 +23,8 @@ from musclelab.registry import UnknownNameError
 
 P = PARAMS_FIELD  # config section of model parameters, e.g. "model.params"
 
-ALL_MODELS = ["dynunet", "fcn_resnet101", "fcn_resnet50", "paratranscnn", "segresnet", "smp", "swin_unetr", "unet",
-              "unetr", "vnet"]
+ALL_MODELS = ["dynunet", "fcn_resnet101", "fcn_resnet50", "paratranscnn", "ronneberger_unet", "segresnet", "smp",
+              "swin_unetr", "unet", "unetr", "vnet"]
 
 # Small widths so the whole table runs in seconds on a 2-core CPU.
 SMALL: dict[str, dict[str, Any]] = {
@@ -35,6 +35,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "fcn_resnet50": {},
     "fcn_resnet101": {},
     "smp": {"encoder_name": "resnet18", "decoder_channels": (32, 16, 16, 8, 8)},
+    "ronneberger_unet": {"features": 4},
 }
 
 # (model, kwargs, in_channels, out_channels, img_size)
@@ -43,6 +44,8 @@ CASES = [
     ("vnet", SMALL["vnet"], 2, 6, 32),
     ("unet", SMALL["unet"], 1, 1, 32),
     ("unet", SMALL["unet"], 3, 6, (32, 48)),
+    ("ronneberger_unet", SMALL["ronneberger_unet"], 1, 1, 32),
+    ("ronneberger_unet", SMALL["ronneberger_unet"], 3, 6, (32, 48)),
     ("unetr", SMALL["unetr"], 1, 1, 32),
     ("unetr", SMALL["unetr"], 3, 6, (32, 48)),
     ("swin_unetr", SMALL["swin_unetr"], 1, 1, 64),
@@ -66,6 +69,7 @@ BAD_SIZES = [
     ("swin_unetr", SMALL["swin_unetr"], 48, "data.img_size"),
     ("swin_unetr", SMALL["swin_unetr"], 32, f"{P}.norm_name"),  # 1x1 bottleneck + instance norm
     ("unet", {}, 16, f"{P}.norm"),
+    ("ronneberger_unet", {}, 40, f"{P}.depth"),
     ("fcn_resnet50", {}, 8, "data.img_size"),
     ("fcn_resnet101", {}, (64, 8), "data.img_size"),
     ("smp", {"arch": "FPN", "encoder_name": "resnet18"}, 48, "data.img_size"),
