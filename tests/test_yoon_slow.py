@@ -1,6 +1,8 @@
 """The Yoon et al. 2024 smoke studies as a user runs them, and the paper's directions they reproduce (slow: tens of
 minutes on 2 cores; ``pytest -m slow``). Margins come from the runs of 2026-12-01/02 (numbers in the comments);
-directions that did not reproduce are stated in the reports' findings sections, not asserted here."""
+directions that did not reproduce are stated in the reports' findings sections, not asserted here.
+Those runs predate the paper's designs (issue 20: Ronneberger's U-Net for the UNet, no validation set and the last
+epoch kept, every liver slice); the margins are to be re-measured with them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +32,7 @@ def test_yoon2024_muscle_smoke_architecture_table(tmp_path: Path) -> None:
              f"hydra.sweep.dir={sweep}"], cwd=tmp_path, timeout=5400)
     run_cli(["report", str(sweep)], cwd=tmp_path)
     table = pd.read_csv(sweep / "report" / "architectures.csv").set_index("model")
-    nets = ["paratranscnn", "swin_unetr", "unet", "unetr", "vnet"]
+    nets = ["paratranscnn", "ronneberger_unet", "swin_unetr", "unetr", "vnet"]
     tools = ["threshold", "threshold_boundary"]
     assert sorted(table.index) == sorted(nets + tools)
     assert (table["inference_ms_per_slice"] > 0).all() and (table.loc[nets, "fit_time_s"] > 0).all()
@@ -63,10 +65,11 @@ def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     run_cli(["report", str(sweep)], cwd=tmp_path)
     report = sweep / "report"
     summary = pd.read_csv(report / "chains_summary.csv")
-    assert len(summary) == 60 and sorted(summary["model"].unique()) == ["swin_unetr", "unet", "unetr", "vnet"]
+    assert len(summary) == 60 and sorted(summary["model"].unique()) == ["ronneberger_unet", "swin_unetr", "unetr",
+                                                                                 "vnet"]
     models = pd.read_csv(report / "chains_models.csv")
     assert len(models) == 4 and (models["orderings"] == 15).all()
-    unet = summary[(summary["model"] == "unet") & (summary["length"] > 1)]
+    unet = summary[(summary["model"] == "ronneberger_unet") & (summary["length"] > 1)]
     assert unet["acc"].mean() > 0.75  # the UNet learns the liver (measured ACC 0.82)
     assert unet["bwt"].mean() < -0.02  # the issue's bar for forgetting in the smoke (measured -0.033)
     # every architecture learns its sites with the smoke's stage budgets (measured mean ACC: Swin-UNETR 0.85,
@@ -80,17 +83,20 @@ def test_yoon2024_liver_smoke_forgetting_report(tmp_path: Path) -> None:
     # the directions above were measured before verdicts needed significance (issue 18); the verdicts under the
     # rule (significance, fixed convergence target, non-inferiority margin) are what this run measures, so only
     # the direction is asserted: agrees, or the same direction without significance
-    forgetting = "unet: training on later data sets lowers the Dice on earlier ones (catastrophic forgetting)"
+    forgetting = ("ronneberger_unet: training on later data sets lowers the Dice on earlier ones (catastrophic "
+                  "forgetting)")
     assert findings.loc[forgetting, "verdict"] in (AGREES, SAME_NS)
-    assert findings.loc["unet: after transfer a stage converges in fewer epochs than from scratch",
-                        "verdict"] != NOT_MEASURABLE
-    similar = "unet: after transfer the Dice on the new data set is similar or better than training on it alone"
+    # no validation set (the paper's split): no per-epoch validation Dice, so learning speed is not measurable
+    assert findings.loc["ronneberger_unet: after transfer a stage converges in fewer epochs than from scratch",
+                        "verdict"] == NOT_MEASURABLE
+    similar = ("ronneberger_unet: after transfer the Dice on the new data set is similar or better than training on "
+               "it alone")
     assert findings.loc[similar, "verdict"] in (AGREES, INCONCLUSIVE)
-    lits = "unet: of the earlier data sets, LiTS loses the most Dice after later training"
+    lits = "ronneberger_unet: of the earlier data sets, LiTS loses the most Dice after later training"
     assert findings.loc[lits, "verdict"] in (AGREES, SAME_NS)
     from musclelab.report.chains import _change_series, analyze
 
-    change = _change_series([c for c in analyze(sweep).chains if c.model == "unet"])
+    change = _change_series([c for c in analyze(sweep).chains if c.model == "ronneberger_unet"])
     assert change["lits"].mean() < -0.05 and change["btcv"].mean() > change["lits"].mean() + 0.05
 
 

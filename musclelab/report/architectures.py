@@ -43,6 +43,7 @@ from musclelab.metrics.statistics import (ClaimTest, compare, fill_failures, non
                                           per_case, worst_value)
 from musclelab.report.findings import (Finding, findings_markdown, not_measurable, judged,  # noqa: E402
                                        untested, write_findings)
+from musclelab.report.design import design_markdown  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import (MISSING, Study, config_value, expected_grid, find_run_dirs, load_config, load_study,  # noqa: E402
@@ -235,10 +236,11 @@ SOURCE = "Yoon et al. 2024, Table 3"
 #: the paper's Table 3 Dice (muscle, 512 px; ParaTransCNN 224 px); "BMI TOOL" is the semi-automatic tool
 PAPER_DICE: dict[str, float] = {"vnet": 0.8846, "unet": 0.8737, "unetr": 0.8663, "paratranscnn": 0.8637,
                                 "swin_unetr": 0.8595}
+PAPER_DICE["ronneberger_unet"] = PAPER_DICE["unet"]   # the paper's "vanilla UNet" as the experiment builds it
 PAPER_TOOL_DICE = 0.84
 #: the semi-automatic tool: the threshold with its user's inner abdominal boundary when run, else without
 TOOLS = ("threshold_boundary", "threshold")
-CNNS, TRANSFORMERS = ("vnet", "unet"), ("unetr", "swin_unetr")
+CNNS, TRANSFORMERS = ("vnet", "unet", "ronneberger_unet"), ("unetr", "swin_unetr")
 
 
 def _case_dice(cases: pd.DataFrame, model: str) -> pd.Series:
@@ -496,6 +498,7 @@ def render_markdown(res: ArchitecturesResult, figure: str) -> str:
               "Runs and cases per model: " + ", ".join(f"{r.model} {r.n_runs} run(s) / {r.n_cases} cases"
                                                        for r in res.table.itertuples(index=False)), "",
               f"![Test Dice per architecture]({figure})", ""]
+    lines += design_markdown(find_run_dirs(st.root))
     lines += [findings_markdown(res.findings, intro="Table 3's claims against these runs (unit of analysis: the "
                                 "test case, its Dice averaged over a model's seed runs; models are compared paired "
                                 "by test case; the semi-automatic tool is the threshold baseline with its user's inner "

@@ -40,6 +40,7 @@ from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.metrics.statistics import ClaimTest, compare, noninferiority, one_sample  # noqa: E402
 from musclelab.report.findings import (Finding, findings_markdown, judged, not_measurable,  # noqa: E402
                                        write_findings)
+from musclelab.report.design import design_markdown, job_dirs  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import _natural_key, report_dir  # noqa: E402
@@ -548,6 +549,7 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
              f"{len(res.chains)} complete chain(s); {len(res.problems)} missing or incomplete.", ""]
     if len(res.problems):
         lines += ["## Missing or incomplete chains (not in any table)", "", md_table(res.problems), ""]
+    lines += design_markdown(job_dirs(res.root))
     if len(res.summary):
         s = res.summary.copy()
         for col in [c for c in s.columns if c in CHAIN_METRICS or c.startswith("final_")]:

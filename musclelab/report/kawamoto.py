@@ -36,6 +36,7 @@ from musclelab.io import atomic_write_text
 
 from musclelab.metrics.statistics import ClaimTest, compare, noninferiority, tost
 
+from .design import design_markdown
 from .findings import Finding, findings_markdown, not_measurable, judged, write_findings
 from .markdown import md_table
 from .runs import MISSING, Study, config_value, find_run_dirs, load_config, load_study, report_dir
@@ -45,13 +46,14 @@ TITLE = "Kawamoto et al. 2024: simultaneous learning of the erector spinae (w/ES
 ESM = "erector_spinae"
 SOURCE = "Kawamoto 2024"
 SHORT = {"erector_spinae": "E", "quadratus_lumborum": "Q", "psoas_major": "P", "obliques": "O",
-         "rectus_abdominis": "R"}
-ORDER = ["quadratus_lumborum", "psoas_major", "obliques", "rectus_abdominis", "erector_spinae"]
+         "rectus_abdominis": "R", "trapezius": "T", "supraspinatus": "S"}
+ORDER = ["quadratus_lumborum", "psoas_major", "obliques", "rectus_abdominis", "trapezius", "supraspinatus",
+         "erector_spinae"]
 METRICS = {"dice": "DC", "recall": "RC", "precision": "PC"}
 LEVELS = ("volume", "l3_slice", "slice")
 PAPER_TABLE1 = {  # mean Dice wo/ESM, w/ESM (their Table 1)
     "quadratus_lumborum": (0.381, 0.832), "psoas_major": (0.901, 0.913), "obliques": (0.746, 0.849),
-    "rectus_abdominis": (0.823, 0.829),
+    "rectus_abdominis": (0.823, 0.829), "trapezius": (0.527, 0.876), "supraspinatus": (0.259, 0.883),
 }
 
 
@@ -477,6 +479,7 @@ def render_markdown(res: KawamotoResult, figure: str) -> str:
         f = st.failed[["run_dir", "status", "labels", "fold", "error"]].copy()
         f["error"] = f["error"].map(lambda e: (e[:160] + "…") if isinstance(e, str) and len(e) > 160 else e)
         lines += ["### Failed or unfinished runs (not in the tables)", "", md_table(f), ""]
+    lines += design_markdown(find_run_dirs(st.root))
     lines += [findings_markdown(res.findings, intro="Computed from this study's runs; the paper's numbers are in "
                                 "parentheses after each source."), "",
               f"## Table 1: wo/ESM vs w/ESM ({res.level})", "",

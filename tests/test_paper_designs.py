@@ -1,0 +1,173 @@
+"""The papers' designs in the composed full and smoke experiment configs (issue 20): networks, input sizes, label
+sets, splits, slices, stopping rules and model selection, checked from what Hydra composes, as a run sees it."""
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.plugins import Plugins
+from omegaconf import DictConfig, OmegaConf
+
+from musclelab.cli import config_dir
+from musclelab.errors import ConfigError
+
+
+@cache
+def _composed(*overrides: str) -> DictConfig:
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+def sweep(cfg: DictConfig, key: str) -> list[str]:
+    """The values a multirun sweeps ``key`` over, as Hydra's sweeper sees them (interpolations resolved)."""
+    params = Plugins.instance()._instantiate(cfg.hydra.sweeper).params
+    raw = str(params[key])
+    if raw.lstrip().startswith("["):    # a list of lists: split at the top level only
+        out, depth, cur = [], 0, ""
+        for ch in raw:
+            depth += ch == "["
+            depth -= ch == "]"
+            if ch == "," and depth == 0:
+                out.append(cur.strip())
+                cur = ""
+            else:
+                cur += ch
+        return [*out, cur.strip()]
+    return [v.strip() for v in raw.split(",")]
+
+
+def design(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg.design, resolve=True)
+
+
+# ------------------------------------------------------------------------------------------------ Kawamoto 2024
+TABLE2 = ["quadratus_lumborum", "psoas_major", "obliques", "rectus_abdominis", "trapezius", "supraspinatus"]
+
+
+def _sets(cfg: DictConfig) -> set[tuple[str, ...]]:
+    return {tuple(s.strip("[]").split(",")) for s in sweep(cfg, "data.labels")}
+
+
+def test_kawamoto_full_runs_the_papers_unet_at_512_with_every_table2_pairing() -> None:
+    cfg = _composed("experiment=kawamoto2024", "data=msd", "data.root=/data/x")
+    assert cfg.model.name == "ronneberger_unet" and cfg.model.params.features == 64 and cfg.model.params.depth == 4
+    assert cfg.data.img_size == 512
+    sets = _sets(cfg)
+    alone = {(m,) for m in TABLE2}
+    with_esm = {(m, "erector_spinae") for m in TABLE2}
+    pairs = {(a, b) for i, a in enumerate(TABLE2) for b in TABLE2[i + 1:]}
+    assert sets == alone | with_esm | pairs | {("erector_spinae",)} and len(sets) == 28
+    assert sweep(cfg, "data.fold") == ["0", "1", "2"]
+    # no validation set (the paper names none): the last epoch is the model
+    assert cfg.callbacks.checkpoint.monitor is None and cfg.data.val_fraction == 0.0
+
+
+def test_kawamoto_on_the_lumbar_phantom_runs_the_l3_sets_and_refuses_missing_muscles() -> None:
+    from musclelab.data.labels import check_labels_early
+
+    cfg = _composed("experiment=kawamoto2024")
+    sets = _sets(cfg)
+    assert len(sets) == 15 and not any({"trapezius", "supraspinatus"} & set(s) for s in sets)
+    assert "l3" in design(cfg)["label sets"]["value"]
+    data = OmegaConf.merge(cfg.data, {"labels": ["trapezius", "erector_spinae"]})
+    with pytest.raises(ConfigError, match=r"data.labels: 'trapezius' is not a class"):
+        check_labels_early(data)
+
+
+def test_kawamoto_smoke_keeps_the_design_at_cpu_size() -> None:
+    full, smoke = _composed("experiment=kawamoto2024"), _composed("experiment=kawamoto2024_smoke")
+    assert smoke.model.name == "ronneberger_unet" and smoke.model.params.depth == 4
+    assert smoke.model.params.features < full.model.params.features and smoke.data.img_size % 16 == 0
+    for key in ("callbacks.checkpoint.monitor", "data.val_fraction", "data.split", "data.n_folds", "loss.name"):
+        assert OmegaConf.select(smoke, key) == OmegaConf.select(full, key), key
+    assert _sets(smoke) <= _sets(full)
+
+
+# ------------------------------------------------------------------------------------------------ Yoon 2024
+def _net(name: str, **overrides: str) -> tuple[str, dict]:
+    """(model.name, params) of conf/model/<name>.yaml as an experiment's sweep composes it."""
+    cfg = _composed(f"model={name}")
+    return cfg.model.name, OmegaConf.to_container(cfg.model.params)
+
+
+def test_yoon_networks_are_the_cited_ones() -> None:
+    for exp in ("yoon2024_muscle", "yoon2024_liver"):
+        models = sweep(_composed(f"experiment={exp}"), "model")
+        assert "ronneberger_unet" in models and "yoon2024_unetr" in models and "unet" not in models, exp
+    name, unet = _net("ronneberger_unet")
+    assert name == "ronneberger_unet" and (unet["features"], unet["depth"]) == (64, 4)        # 64 -> 1024
+    name, unetr = _net("yoon2024_unetr")
+    assert name == "unetr" and (unetr["hidden_size"], unetr["num_heads"], unetr["mlp_dim"]) == (768, 12, 3072)
+    smoke = sweep(_composed("experiment=yoon2024_muscle_smoke"), "model")
+    assert "ronneberger_unet_smoke" in smoke and _net("ronneberger_unet_smoke")[0] == "ronneberger_unet"
+
+
+def _liver_splits(*overrides: str) -> dict[str, tuple[int, int, int]]:
+    """(train, val, test) volumes per data set of the liver study, from the composed data configs."""
+    from musclelab.cli import compose_train_config
+    from musclelab.data.splits import make_splits
+    from musclelab.studies import study_datasets, transfer_overrides
+
+    args = transfer_overrides(["experiment=yoon2024_liver", *overrides])
+    datasets = study_datasets(compose_train_config(args), args, compose_train_config)
+    out = {}
+    for name, data in datasets.items():
+        assert data.source.slices == "all", name                          # every slice, not target +- 2
+        assert data.val_fraction == 0.0 and data.split == "holdout", name
+        n = {"lits": 131, "btcv": 30, "chaos": 20}[name]                  # the public volumes the paper used
+        s = make_splits([f"p{i}" for i in range(n)], split="holdout", seed=0, val_fraction=data.val_fraction,
+                        test_fraction=data.test_fraction)
+        out[name] = (len(s["train"]), len(s["val"]), len(s["test"]))
+    return out
+
+
+def test_yoon_liver_uses_every_slice_and_the_papers_volume_splits() -> None:
+    paper = {"lits": (118, 0, 13), "btcv": (26, 0, 4), "chaos": (17, 0, 3)}
+    assert _liver_splits() == paper                                         # phantom sites
+    assert _liver_splits("study=liver", "study.datasets.lits.root=/d/l", "study.datasets.btcv.root=/d/b",
+                         "study.datasets.chaos.root=/d/c") == paper         # the real data sets
+    cfg = _composed("experiment=yoon2024_liver")
+    assert cfg.study.volumes == {"lits": 131, "btcv": 30, "chaos": 20}
+    assert cfg.callbacks.checkpoint.monitor is None                         # no validation set: the last epoch
+
+
+@pytest.mark.parametrize("exp", ["yoon2024_muscle", "yoon2024_muscle_smoke", "yoon2024_site_transfer",
+                                 "yoon2024_site_transfer_smoke", "yoon2024_liver", "yoon2024_liver_smoke"])
+def test_yoon_keeps_the_last_epoch_without_validation(exp: str) -> None:
+    cfg = _composed(f"experiment={exp}")
+    assert cfg.callbacks.checkpoint.monitor is None and cfg.data.val_fraction == 0.0
+    assert cfg.trainer.limit_val_batches == 0
+
+
+def test_yoon_muscle_splits_six_sets_five_train_one_tests() -> None:
+    from musclelab.data.splits import make_splits
+
+    for exp in ("yoon2024_muscle", "yoon2024_muscle_smoke"):
+        d = _composed(f"experiment={exp}").data
+        assert (d.split, d.n_folds, d.fold) == ("kfold_test", 6, 0), exp
+        s = make_splits([f"p{i}" for i in range(60)], split=d.split, seed=0, val_fraction=d.val_fraction,
+                        n_folds=d.n_folds, fold=d.fold)
+        assert (len(s["train"]), len(s["val"]), len(s["test"])) == (50, 0, 10)
+
+
+# ------------------------------------------------------------------------------------------------ the report part
+def test_design_section_renders_the_record_as_run(tmp_path) -> None:
+    """The report's Design table comes from a run's saved config; a job's unresolved .hydra/config.yaml is
+    resolved against itself; runs without a record give no section."""
+    import yaml
+
+    from musclelab.report.design import design_markdown, job_dirs
+
+    assert design_markdown([tmp_path]) == []
+    job = tmp_path / "0" / ".hydra"
+    job.mkdir(parents=True)
+    cfg = _composed("experiment=kawamoto2024_smoke")
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    raw.pop("hydra")
+    (job / "config.yaml").write_text(yaml.safe_dump({"data": raw["data"], "model": raw["model"],
+                                                     "design": raw["design"]}))
+    lines = design_markdown(job_dirs(tmp_path))
+    assert lines[0] == "## Design"
+    row = next(line for line in "\n".join(lines).splitlines() if line.startswith("| input size"))
+    assert "| 48 px |" in row and "III.A" in row
