@@ -43,6 +43,7 @@ from musclelab.outputs.status import write_status
 from musclelab.outputs.summary import print_summary
 from musclelab.resume import before_run, is_rank_zero, mark_stopped, trainer_callbacks, trainer_plugins
 from musclelab.plugins import check_targets, instantiate
+from musclelab.stopping import SaturationStop
 from musclelab.pretext import PRETEXT_TASKS
 from musclelab.pretext.pretrain import pretrained_trunk
 from musclelab.tracking import log_run_end, tracking_callbacks
@@ -217,6 +218,9 @@ def build_callbacks(cfg: DictConfig, run_dir: Path) -> tuple[list[Callback], Mod
     if cb.early_stopping.enabled:
         es = _params(cb.early_stopping, ("enabled",))
         callbacks.append(EarlyStopping(**es))
+    if cb.get("saturation") and cb.saturation.enabled:   # McSweeney 2022: until every monitored loss saturates
+        callbacks.append(SaturationStop(list(cb.saturation.monitors), cb.saturation.patience,
+                                        cb.saturation.min_delta))
     for key, spec in (cb.get("extra") or {}).items():  # plug-ins: +callbacks.extra.<key>._target_=<class>
         callbacks.append(instantiate(spec, f"callbacks.extra.{key}", Callback))
     return callbacks, ckpt
@@ -329,7 +333,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 
 def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
     """``observers.csv``: every extra annotator of each binary test slice scored against the reference
-    (Dice, RMS-DTA in cm, SMA/SMD differences) — the human-observer band of the McSweeney comparison."""
+    (Dice, RMS-DTA in cm, SMA/SMD differences) — the human-observer band of the McSweeney comparison. Each slice
+    is scored for the observers who annotated it (``meta["observer_names"]`` when the source lists them)."""
     if not test_set.observers or len(test_set.class_names) != 2:
         return None
     frames = []
@@ -337,7 +342,11 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
     for i, case_id in enumerate(test_set.meta["case_id"]):
         if marked is not None and not bool(marked.iloc[i]):  # a case no observer contoured
             continue
-        masks = {name: obs[i] for name, obs in test_set.observers.items()}
+        listed = test_set.meta["observer_names"].iloc[i] if "observer_names" in test_set.meta else None
+        mine = set(str(listed).split(";")) if isinstance(listed, str) else set(test_set.observers)
+        masks = {name: obs[i] for name, obs in test_set.observers.items() if name in mine}
+        if not masks:
+            continue
         df = observer_agreement(masks, test_set.labels[i], np.asarray(test_set.images[i], np.float32),
                                 tuple(test_set.spacing[i]))
         frames.append(df.assign(case_id=case_id))

@@ -171,3 +171,126 @@ def test_design_section_renders_the_record_as_run(tmp_path) -> None:
     assert lines[0] == "## Design"
     row = next(line for line in "\n".join(lines).splitlines() if line.startswith("| input size"))
     assert "| 48 px |" in row and "III.A" in row
+
+
+# ------------------------------------------------------------------------------------------------ McSweeney 2022
+def test_saturation_stops_when_both_losses_have_saturated_not_one() -> None:
+    from musclelab.stopping import SaturationStop
+
+    stop = SaturationStop(["train/loss", "val/loss"], patience=2, min_delta=0.01)
+    # the training loss keeps falling while the validation loss is flat: not saturated
+    epochs = [(1.0, 1.0), (0.9, 1.0), (0.8, 1.0), (0.7, 1.0)]
+    assert [stop.update({"train/loss": t, "val/loss": v}) for t, v in epochs] == [False] * 4
+    # now the training loss flattens too (0.5 % steps are below the 1 % tolerance): two epochs later both have
+    assert [stop.update({"train/loss": t, "val/loss": 1.0}) for t in (0.697, 0.694)] == [False, True]
+    resumed = SaturationStop(["train/loss", "val/loss"], patience=2, min_delta=0.01)
+    resumed.load_state_dict(stop.state_dict())
+    assert resumed.saturated() and resumed.best == stop.best
+
+
+def test_mcsweeney_trains_until_saturation_in_full_and_smoke() -> None:
+    for exp in ("mcsweeney2022", "mcsweeney2022_smoke"):
+        cfg = _composed(f"experiment={exp}")
+        sat = cfg.callbacks.saturation
+        assert sat.enabled and list(sat.monitors) == ["train/loss", "val/loss"], exp
+        assert cfg.callbacks.checkpoint.monitor == "val/loss" and not cfg.callbacks.early_stopping.enabled
+        assert cfg.trainer.max_epochs >= 4 * sat.patience, exp     # a cap, not the stopping rule
+    assert _composed("experiment=mcsweeney2022").trainer.max_epochs == 1000
+
+
+def test_saturation_callback_ends_a_run(tmp_path) -> None:
+    """A tiny run with the rule on stops before trainer.max_epochs, and metrics.csv says where."""
+    import pandas as pd
+
+    from conftest import compose_cfg
+    from musclelab.train import train
+
+    cfg = compose_cfg(tmp_path / "run", ["data.img_size=32", "data.source.n_cases=8", "trainer.max_epochs=30",
+                                         "callbacks.saturation.enabled=true", "callbacks.saturation.patience=1",
+                                         "callbacks.saturation.min_delta=0.5", "logger=none", "test=false"])
+    train(cfg)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert 2 <= len(metrics) < 30       # patience 1 with a 50 % tolerance: saturated after the second epoch
+
+
+def test_pretext_trains_once_on_every_non_test_patient(tmp_path) -> None:
+    from musclelab.data.datamodule import SegmentationDataModule
+    from musclelab.pretext.pretrain import pretext_key, pretext_split
+
+    def key(*ov: str) -> str:
+        return pretext_key(_composed("experiment=mcsweeney2022_smoke", "init=autoencoder", *ov))[0]
+
+    assert key("data.fold=0") == key("data.fold=1") == key("data.fold=3")   # once, not per fold
+    assert key("data.test_set=fraction") != key()                             # another test set: other data
+    dm = SegmentationDataModule("phantom", img_size=32, split="kfold_val", test_set="fraction", n_folds=4,
+                                test_fraction=0.25, source={"n_cases": 16}, cache_dir=str(tmp_path))
+    dm.setup()
+    test = set(dm.datasets["test"].slices.meta["patient_id"])
+    pool = set(dm.pretext_pool.meta["patient_id"])
+    assert len(test) == 4 and pool == set(dm.manifest["patient_id"]) - test and len(pool) == 12
+    tr, va = pretext_split(dm.pretext_pool, 0)
+    assert set(tr.meta["patient_id"]) | set(va.meta["patient_id"]) == pool and len(set(va.meta["patient_id"])) == 1
+
+
+def _observer_folder(root) -> None:
+    """12 single-slice cases; observers in two groups: a1-a3 contoured cases 0-3, b1-b3 cases 4-7 (case 7 has
+    only b1, b2: "three images only had four observer segmentations"); cases 8-11 have none (training data)."""
+    import numpy as np
+
+    import fake_datasets as F
+
+    for i in range(12):
+        cid = f"c{i:02d}"
+        F.write_nifti(root / "images" / f"{cid}.nii.gz", F.expected_slice(i), F.SPACING_2D, "LPS", np.int16)
+        lab = F.l3_mask(i)
+        F.write_png(root / "masks" / f"{cid}.png", lab * 255)
+        group = ["a1", "a2", "a3"] if i < 4 else ["b1", "b2", "b3"] if i < 7 else ["b1", "b2"] if i == 7 else []
+        for j, name in enumerate(group):
+            F.write_png(root / "observers" / name / f"{cid}.png", np.roll(lab, j + 1, axis=1) * 255)
+
+
+def test_observers_with_per_image_sets_make_the_test_set_and_are_scored_on_their_images(tmp_path) -> None:
+    import pandas as pd
+
+    from musclelab.data.datamodule import SegmentationDataModule
+    from musclelab.train import write_observer_agreement
+
+    root = tmp_path / "l3"
+    _observer_folder(root)
+    dm = SegmentationDataModule("l3_folder", img_size=32, root=str(root), cache_dir=str(tmp_path / "cache"),
+                                split="kfold_val", test_set="observers", n_folds=2)
+    dm.setup()
+    test = dm.datasets["test"].slices
+    assert sorted(test.meta["case_id"]) == [f"c{i:02d}" for i in range(8)]     # the observed images only
+    assert sorted(test.observers) == ["a1", "a2", "a3", "b1", "b2", "b3"]       # nobody annotated every image
+    write_observer_agreement(test, tmp_path)
+    rows = pd.read_csv(tmp_path / "observers.csv")
+    per_case = rows.groupby("case_id")["observer"].apply(lambda s: ",".join(sorted(s))).to_dict()
+    assert per_case == {**{f"c{i:02d}": "a1,a2,a3" for i in range(4)},
+                        **{f"c{i:02d}": "b1,b2,b3" for i in range(4, 7)}, "c07": "b1,b2"}
+    assert (rows["dice"] > 0.5).all()       # each scored on an image they contoured (not an empty mask)
+
+
+def test_dunnett_control_is_the_per_image_observer_mean() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from musclelab.report import mcsweeney as M
+
+    obs = pd.DataFrame({"case_id": ["x", "x", "x", "y"], "observer": ["a", "b", "c", "d"],
+                        "dsc": [0.9, 0.8, 0.7, 0.5], "rms_dta_cm": [0.1, 0.2, 0.3, 0.4]})
+    cases = pd.DataFrame({"case_id": ["x", "y"] * 2, "init": ["scratch"] * 4, "n_train": [5] * 4,
+                          "dsc": [0.6, 0.7, 0.65, 0.75]})
+    seen = {}
+
+    def fake_rows(metric, n, groups, control, name, rng):
+        seen["control"] = np.sort(control)
+        return []
+
+    orig = M._dunnett_rows
+    M._dunnett_rows = fake_rows
+    try:
+        M.dunnett_vs_observers(cases, obs, "dsc")
+    finally:
+        M._dunnett_rows = orig
+    np.testing.assert_allclose(seen["control"], [0.5, 0.8])   # image y: 0.5; image x: mean(0.9, 0.8, 0.7)

@@ -105,6 +105,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.manifest: pd.DataFrame | None = None
         self.class_names: tuple[str, ...] = ()
         self.train_pool: SliceSet | None = None
+        self.pretext_pool: SliceSet | None = None
         self.volumes = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -120,8 +121,10 @@ class SegmentationDataModule(pl.LightningDataModule):
             test_fraction=self.test_fraction, n_folds=self.n_folds, fold=self.fold, test_set=self.test_set,
             test_patients=self.test_patients, observer_patients=observer_patients(pool.meta, pool.observers),
             external_test=data.external_test is not None)
-        # the whole training pool, before n_train subsetting: unlabelled data for pretext pretraining
+        # the whole training pool, before n_train subsetting
         self.train_pool = self._select(pool, sorted(splits["train"]))
+        # every patient outside the test set (all folds): the unlabelled data of pretext pretraining
+        self.pretext_pool = self._select(pool, sorted(set(splits["train"]) | set(splits["val"])))
         order = first_n(splits["train"], None, self.split_seed, self.subset_draw)  # nested: subsets are prefixes
         splits["train"] = first_n(splits["train"], self.n_train, self.split_seed, self.subset_draw)
         unused = order[len(splits["train"]):]

@@ -134,34 +134,38 @@ for _name, _forms in (("lits", (2, 3)), ("btcv", (2, 3)), ("chaos", (2, 3)), ("m
 
 def reader_observers(reader: Any, pool: SliceSet, img_size: int) -> dict[str, np.ndarray] | None:
     """Extra annotators' masks of single-slice cases (an L3 folder's ``observers/<name>/<id>.*``), resized like
-    the cached slices; None when no case has them. Only observers who annotated every annotated case are kept,
-    so each observer is compared on the same slices. When only some cases were annotated (the paper's observers
-    contoured its test images only), the others get empty masks and ``pool.meta["has_observers"]`` marks which
-    are real (``data.test_set=observers`` tests on exactly those)."""
+    the cached slices; None when no case has them. Every observer is kept, each on the cases they annotated:
+    ``pool.meta["observer_names"]`` lists a case's observers (";"-separated) and the others' masks of that case
+    are empty (McSweeney 2022, §2.4: two groups of radiographers contoured 20 test images each, some images have
+    four contours, so no observer annotated every case). When only some cases were annotated (the paper's
+    observers contoured its test images only), ``pool.meta["has_observers"]`` marks which
+    (``data.test_set=observers`` tests on exactly those)."""
     refs = {r.case_id: r for r in reader.scan() if r.observers}
     if not refs:
         return None
     from musclelab.data.preprocess import resize_labels
 
-    names = set.intersection(*(set(r.observers) for r in refs.values()))
-    per_name: dict[str, list[np.ndarray]] = {n: [] for n in sorted(names)}
+    names = sorted(set.union(*(set(r.observers) for r in refs.values())))
+    per_name: dict[str, list[np.ndarray]] = {n: [] for n in names}
     has: list[bool] = []
+    present: list[str] = []
+    empty = np.zeros(pool.labels.shape[1:], np.uint8)
     for source_id, slice_index in zip(pool.meta["source_case_id"], pool.meta["slice_index"]):
         ref = refs.get(str(source_id))
-        if not names:
-            return None
         has.append(ref is not None)
-        if ref is None:  # not annotated by the observers: an empty mask, marked in meta
-            for n in per_name:
-                per_name[n].append(np.zeros(pool.labels.shape[1:], np.uint8))
-            continue
-        masks = reader.observer_masks(ref)
-        for n in per_name:
+        mine = sorted(ref.observers) if ref is not None else []
+        present.append(";".join(mine))
+        masks = reader.observer_masks(ref) if ref is not None else {}
+        for n in per_name:  # an observer who did not annotate this case: an empty mask, not listed in meta
+            if n not in mine:
+                per_name[n].append(empty)
+                continue
             mask = masks[n] if masks[n].ndim == 2 else masks[n][int(slice_index)]
             per_name[n].append(resize_labels(mask[None], img_size)[0])
     if not all(has):
         pool.meta["has_observers"] = has
-    return {n: np.stack(v) for n, v in per_name.items()} if per_name else None
+    pool.meta["observer_names"] = present
+    return {n: np.stack(v) for n, v in per_name.items()}
 
 
 def reader_volumes(reader: Any, img_size: int | None) -> VolumeLoader:

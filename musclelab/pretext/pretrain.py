@@ -6,13 +6,15 @@ paper's pretext models were "trained to convergence" (McSweeney 2022, Appendix A
 next to the weights (``curve.csv``, ``curve.png``: the Appendix A figures) and copied into every fine-tuning run
 that uses it (``pretext_curve.csv`` / ``pretext_curve.png``).
 
-The autoencoder and jigsaw inits pretrain on the study's own unlabelled training slices (the whole training
-pool of the split/fold, labels ignored). The result depends only on the pretext settings and on which slices
-are in that pool, so it is cached under ``<paths.cache_dir>/pretext/<name>-<key16>/`` by a hash of exactly
-those, including the identity of the data's files (never of the training-set size ``data.n_train``, the
-subset draw or the fine-tuning seed): every fine-tuning run of a study grid reuses one pretraining per fold.
-Built under a file lock in a temporary directory and renamed into place, so concurrent jobs train it once and a
-crash never leaves a cache that looks complete.
+The autoencoder and jigsaw inits pretrain on every unlabelled slice outside the test set (McSweeney 2022, §2.2:
+"the training data (N = 167)": all folds, labels ignored), once for the whole study: a fixed, seeded
+:data:`PRETEXT_VAL_FRACTION` of those patients (``data.split_seed``) validates the pretext stage's own stopping
+rule, the rest trains it. The result depends only on the pretext settings and on which slices those are, so it is
+cached under ``<paths.cache_dir>/pretext/<name>-<key16>/`` by a hash of exactly those, including the identity of
+the data's files (never of the training-set size ``data.n_train``, the subset draw, the fine-tuning seed or, with
+``data.split=kfold_val``, the validation fold): every fine-tuning run of a study grid reuses one pretraining. Built under a file lock in a temporary
+directory and renamed into place, so concurrent jobs train it once and a crash never leaves a cache that
+looks complete.
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ DEFAULT_PATIENCE = 5
 # data settings that decide which slices the pretext task sees and how they look
 DATA_KEYS = ("name", "root", "img_size", "source", "window", "channels", "split", "val_fraction",
              "test_fraction", "test_set", "test_patients", "n_folds", "fold", "split_seed")
+# with kfold_val the test set is fixed and the folds only share out the rest: the pretext data do not depend on them
+FOLD_KEYS = ("n_folds", "fold", "val_fraction")
+PRETEXT_VAL_FRACTION = 0.1  # of the non-test patients: the pretext stage's validation set (its stopping rule)
 
 
 def trunk_for(model_name: str) -> str:
@@ -65,7 +70,9 @@ def pretext_key(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
         "task": cfg.init.name,
         "model": cfg.model.name,  # the trunk/backbone follows the model when not set explicitly
         "pretext": OmegaConf.to_container(cfg.init.pretext, resolve=True),
-        "data": {k: data.get(k) for k in DATA_KEYS},
+        "data": {k: data.get(k) for k in DATA_KEYS
+                 if not (data.get("split") == "kfold_val" and k in FOLD_KEYS)},
+        "pool": "non-test",  # every patient outside the test set (not one fold's training pool)
     }
     files = data_identity(data)  # an edited or added file trains a new trunk
     if files is not None:
@@ -77,7 +84,7 @@ def pretext_key(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
 def pretrained_trunk(cfg: DictConfig, dm: SegmentationDataModule, run_dir: str | Path | None = None) -> Path:
     """The transferable weights of the pretext task ``cfg.init.name`` (jigsaw: the trunk as
     ``backbone.<torchvision resnet key>``; autoencoder: the whole FCN, encoder and decoder), trained on ``dm``'s
-    training pool, from the cache or trained now. With ``run_dir`` the stage's curve is copied there."""
+    slices outside the test set, from the cache or trained now. With ``run_dir`` the stage's curve is copied there."""
     name = cfg.init.name
     PRETEXT_TASKS.get(name)
     key, inputs = pretext_key(cfg)
@@ -95,6 +102,20 @@ def pretrained_trunk(cfg: DictConfig, dm: SegmentationDataModule, run_dir: str |
             if (final / src).exists():
                 shutil.copyfile(final / src, Path(run_dir) / f"pretext_{src}")
     return final / TRUNK_FILE
+
+
+def pretext_split(pool: Any, seed: int) -> tuple[Any, Any]:
+    """(train, val) slices of the pretext pool: a seeded :data:`PRETEXT_VAL_FRACTION` of its patients validate."""
+    import numpy as np
+
+    patients = sorted(set(pool.meta["patient_id"]))
+    if len(patients) < 2:
+        raise ConfigError(f"pretext pretraining needs at least 2 patients outside the test set, got {len(patients)}: "
+                          "add cases or lower data.test_fraction")
+    order = [patients[i] for i in np.random.default_rng(seed).permutation(len(patients))]
+    n_val = max(1, int(round(PRETEXT_VAL_FRACTION * len(patients))))
+    select = SegmentationDataModule._select
+    return select(pool, sorted(order[n_val:])), select(pool, sorted(order[:n_val]))
 
 
 class _BestWeights(pl.Callback):
@@ -158,13 +179,14 @@ def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, i
     epochs, batch_size = int(params.pop("epochs")), int(params.pop("batch_size"))
     patience = int(params.pop("patience", DEFAULT_PATIENCE) or DEFAULT_PATIENCE)
     log.info("pretext %s: pretraining until val/loss stops improving for %d epochs (at most %d) on %d "
-             "unlabelled slices", cfg.init.name, patience, epochs, len(dm.train_pool))
+             "unlabelled slices outside the test set", cfg.init.name, patience, epochs, len(dm.pretext_pool))
     if cfg.init.name == "jigsaw" and not params.get("trunk"):
         params["trunk"] = trunk_for(cfg.model.name)
     pl.seed_everything(int(params.pop("seed", 0)), workers=True)
     task = build_pretext_task(cfg.init.name, in_channels=cfg.data.channels, img_size=cfg.data.img_size, **params)
-    train_ds = SliceDataset(dm.train_pool, dm.window, dm.channels)
-    val_ds = dm.datasets["val"]
+    train_slices, val_slices = pretext_split(dm.pretext_pool, int(cfg.data.split_seed))
+    train_ds = SliceDataset(train_slices, dm.window, dm.channels)
+    val_ds = SliceDataset(val_slices, dm.window, dm.channels)
     if cfg.init.name == "jigsaw":
         train_ds, val_ds = task.jigsaw_dataset(train_ds), task.jigsaw_dataset(val_ds, seed=0, crop="center")
     best = _BestWeights()
@@ -185,12 +207,12 @@ def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, i
         task.save_trunk(tmp / TRUNK_FILE)
         curve = pd.DataFrame(best.rows)
         curve.to_csv(tmp / CURVE_CSV, index=False)
-        plot_pretext_curve(curve, tmp / CURVE_PNG, f"{cfg.init.name} pretext ({len(dm.train_pool)} slices)")
+        plot_pretext_curve(curve, tmp / CURVE_PNG, f"{cfg.init.name} pretext ({len(train_slices)} slices)")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         atomic_write_json(tmp / MANIFEST, {
             "key": key, "inputs": inputs, "max_epochs": epochs, "patience": patience,
             "epochs_run": trainer.current_epoch, "best_epoch": best.best_epoch, "best_val_loss": best.best,
-            "stopped_early": bool(stop.stopped_epoch), "n_slices": len(dm.train_pool), "final_metrics": metrics})
+            "stopped_early": bool(stop.stopped_epoch), "n_slices": len(train_slices), "n_val_slices": len(val_slices), "final_metrics": metrics})
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -303,6 +303,8 @@ def dunnett_vs_observers(cases: pd.DataFrame, obs: pd.DataFrame | None, metric: 
     """Table 1 (long form): for each n, every init's per-case ``metric`` (mean over its runs) against the
     observers' per-case values (mean over the observers of a case).
 
+    The control is the per-image mean over that image's observers (McSweeney 2022, §2.4: "mean DSC and mean
+    RMS-DTA for every image"), one value per test image however many observers contoured it (five, or four).
     One :func:`dunnett_vs_control` call per n (the inits of that n form the family); columns
     :data:`DUNNETT_COLUMNS`. Empty without observers.
     """
