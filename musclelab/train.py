@@ -359,17 +359,22 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
 
 def _test(cfg: DictConfig, run_dir: Path, best: Path, dm: SegmentationDataModule, logger: Any) -> dict[str, float]:
     """Evaluate ``best`` on the test split on one device (each case exactly once) and write its outputs: 3D
-    metrics in the source geometry and NIfTI predictions under ``predictions/``, or the 2D slice rows (and
+    metrics in the source geometry, ``predicted_volumes.csv`` and NIfTI predictions under ``predictions/``, or the 2D slice rows (and
     ``eval.level`` volume rows)."""
     dims = spatial_dims(cfg)
     model = load_for_test(best, dims)
     if dims == 3:
+        from musclelab.outputs.predicted_volumes import write_predicted_volumes
         from musclelab.outputs.volume import write_volume_test_outputs
 
         model.prediction_dir = run_dir / "predictions"
         run_test(model, dm, cfg, run_dir, logger)
-        return write_volume_test_outputs(run_dir, model.test_rows, model.test_examples, model.class_names,
-                                         model.test_forward_s, str(best))
+        out = write_volume_test_outputs(run_dir, model.test_rows, model.test_examples, model.class_names,
+                                        model.test_forward_s, str(best))
+        # Kim 2024 Figs. 7-8: every scored participant's predicted volumes, raw and per height²
+        write_predicted_volumes(run_dir, pd.DataFrame(model.test_rows), model.class_names,
+                                {"model": str(cfg.model.name), "seed": int(cfg.seed), "fold": int(cfg.data.fold)})
+        return out
     run_test(model, dm, cfg, run_dir, logger)
     rows = level_rows(cfg.eval.get("level", "slice"), model.test_rows, model, dm, run_dir,
                       bool(cfg.eval.get("save_volumes", False)))  # eval.level: slice rows and/or 3D volume rows

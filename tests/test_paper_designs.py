@@ -294,3 +294,39 @@ def test_dunnett_control_is_the_per_image_observer_mean() -> None:
     finally:
         M._dunnett_rows = orig
     np.testing.assert_allclose(seen["control"], [0.5, 0.8])   # image y: 0.5; image x: mean(0.9, 0.8, 0.7)
+
+
+# ------------------------------------------------------------------------------------------------ Kim 2024
+def test_kim_cross_validation_predicts_every_participant_once() -> None:
+    from musclelab.data.splits import make_splits
+
+    for exp, n, per_fold in (("kim2024_thigh", 72, 12), ("kim2024_thigh_smoke", 12, 6)):
+        cfg = _composed(f"experiment={exp}")
+        d = cfg.data
+        folds = [int(f) for f in sweep(cfg, "data.fold")]
+        assert d.split == "kfold_test" and folds == list(range(d.n_folds)) and d.val_fraction == 0.0, exp
+        assert cfg.data.source.n_volumes == n
+        ids = [f"s{i}" for i in range(n)]
+        tests = [make_splits(ids, split=d.split, seed=0, val_fraction=0.0, n_folds=d.n_folds, fold=f)["test"]
+                 for f in folds]
+        assert all(len(t) == per_fold for t in tests) and sorted(sum(tests, [])) == sorted(ids), exp
+        assert cfg.callbacks.checkpoint.monitor == "train/loss"     # never selected on the scored scans
+
+
+def test_predicted_volumes_per_muscle_group_and_height() -> None:
+    import pandas as pd
+
+    from musclelab.outputs.predicted_volumes import predicted_volumes
+
+    rows = pd.DataFrame({"case_id": ["a", "b"], "sex": ["F", "M"], "height_m": [1.6, 2.0], "sarcopenic": [1, 0],
+                         "vol_pred_sartorius_ml": [100.0, 200.0], "vol_ref_sartorius_ml": [110.0, 190.0],
+                         "vol_pred_gracilis_ml": [50.0, 80.0], "vol_ref_gracilis_ml": [55.0, 70.0],
+                         "vol_pred_femur_ml": [300.0, 400.0], "vol_ref_femur_ml": [300.0, 400.0]})
+    t = predicted_volumes(rows, ("background", "femur", "sartorius", "gracilis"),
+                          {"model": "unetr", "seed": 1, "fold": 2})
+    assert set(t["structure"]) == {"femur", "sartorius", "gracilis", "anterior", "medial"}
+    b = t[t["case_id"] == "b"].set_index("structure")
+    assert b.loc["sartorius", "volume_per_height2"] == pytest.approx(200.0 / 4.0)
+    assert b.loc["anterior", "level"] == "group" and b.loc["anterior", "volume_ml"] == 200.0   # its one muscle
+    assert b.loc["medial", "reference_ml"] == 70.0 and b.loc["femur", "level"] == "structure"
+    assert (t["model"] == "unetr").all() and (t["seed"] == 1).all() and (t["fold"] == 2).all()

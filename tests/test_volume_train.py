@@ -40,6 +40,12 @@ def _check_outputs(run: Path) -> None:
     assert arr.shape == (16, 48, 48) and spacing[1] == pytest.approx(rows["spacing_row_mm"].item(), rel=1e-4)
     manifest = pd.read_csv(run / "split_manifest.csv")
     assert set(manifest["split"]) >= {"train", "val", "test"}
+    # Kim 2024 Figs. 7-8: the test case's predicted volumes per muscle and group, raw and per height²
+    vols = pd.read_csv(run / "predicted_volumes.csv")
+    assert set(vols["case_id"]) == set(rows["case_id"]) and {"muscle", "group", "structure"} == set(vols["level"])
+    psoas = vols[vols["structure"] == "psoas"].iloc[0]
+    assert psoas["volume_ml"] == pytest.approx(rows["vol_pred_psoas_ml"].item())
+    assert psoas["volume_per_height2"] == pytest.approx(psoas["volume_ml"] / rows["height_m"].item() ** 2)
 
 
 def test_3d_run_writes_source_geometry_outputs(tmp_path):
