@@ -42,6 +42,7 @@ from musclelab.outputs.figures import save_figure  # noqa: E402
 
 from musclelab.metrics.statistics import ClaimTest, compare, noninferiority, worst_value  # noqa: E402
 
+from .design import design_markdown  # noqa: E402
 from .findings import Finding, findings_markdown, not_measurable, judged, write_findings  # noqa: E402
 from .markdown import md_table  # noqa: E402
 from .runs import config_value, find_run_dirs, load_config, report_dir  # noqa: E402
@@ -342,6 +343,7 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
           f"{', '.join(str(len(d['rows'])) for d in models.values())}; runs (seeds) per model: "
           f"{runs_text} (a volume's values are "
           "averaged over a model's runs; failed classes are scored: Dice 0, the study's worst distance).", "",
+          *design_markdown(find_run_dirs(study)),
           "## Figure 5: per class (DC, ASSD mm, HD mm, RAVD %, VC; failed = failed / run × volume rows)", "",
           md_table(_fmt(wide)), "",
           "## Per group (means of the classes)", "", md_table(_fmt(groups)), "",

@@ -656,8 +656,10 @@ def render_markdown(res: McSweeneyResult, figures: Mapping[str, str]) -> str:
              f"Study directory: `{st.root}`" + (f" · data: {', '.join(datasets)}" if datasets else "")
              + (f" · model: {', '.join(models)}" if models else ""), "",
              "## Summary", "", summary_paragraph(res), ""]
+    from .design import design_markdown
     from .findings import findings_markdown
 
+    lines += design_markdown(find_run_dirs(st.root))
     lines += [findings_markdown(res.findings, intro=(
         "Each claim of the paper, the test that checks it on these runs, and the verdict. Unit of analysis: the "
         "test case, its value averaged over the repeated trainings of a group; groups that share test cases are "
