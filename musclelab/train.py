@@ -334,7 +334,8 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
 def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
     """``observers.csv``: every extra annotator of each binary test slice scored against the reference
     (Dice, RMS-DTA in cm, SMA/SMD differences) — the human-observer band of the McSweeney comparison. Each slice
-    is scored for the observers who annotated it (``meta["observer_names"]`` when the source lists them)."""
+    is scored for the observers who annotated it (``meta["observer_names"]`` when the source lists them), raw
+    (the plain columns) and after the models' bone post-processing (``*_pp``), so both compare like with like."""
     if not test_set.observers or len(test_set.class_names) != 2:
         return None
     frames = []
@@ -347,8 +348,11 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
         masks = {name: obs[i] for name, obs in test_set.observers.items() if name in mine}
         if not masks:
             continue
-        df = observer_agreement(masks, test_set.labels[i], np.asarray(test_set.images[i], np.float32),
-                                tuple(test_set.spacing[i]))
+        image, spacing = np.asarray(test_set.images[i], np.float32), tuple(test_set.spacing[i])
+        df = observer_agreement(masks, test_set.labels[i], image, spacing)
+        # also post-processed exactly like a model's prediction (>175 HU dilated by 2 mm removed): columns *_pp
+        pp = observer_agreement(masks, test_set.labels[i], image, spacing, postprocess=True)
+        df = df.merge(pp.add_suffix("_pp").rename(columns={"observer_pp": "observer"}), on="observer")
         frames.append(df.assign(case_id=case_id))
     if not frames:
         return None

@@ -269,6 +269,8 @@ def test_observers_with_per_image_sets_make_the_test_set_and_are_scored_on_their
     assert per_case == {**{f"c{i:02d}": "a1,a2,a3" for i in range(4)},
                         **{f"c{i:02d}": "b1,b2,b3" for i in range(4, 7)}, "c07": "b1,b2"}
     assert (rows["dice"] > 0.5).all()       # each scored on an image they contoured (not an empty mask)
+    # scored like a model too: after the >175 HU bone post-processing (the report compares those with dice_pp)
+    assert {"dice_pp", "rms_dta_cm_pp", "sma_diff_pp", "smd_diff_pp"} <= set(rows.columns)
 
 
 def test_dunnett_control_is_the_per_image_observer_mean() -> None:

@@ -6,10 +6,10 @@ segmentation model").
 One file per 3D run, one row per (test case, structure); the run's model, seed and fold are columns, so the files of
 a cross-validated sweep (each participant a test case of exactly one fold) concatenate into the whole cohort, once
 per model and seed. Columns: ``case_id, model, seed, fold, sex, height_m, sarcopenic, smi_kg_m2, structure,
-level`` (``muscle`` | ``group`` | ``structure``: a class in no group, e.g. the femur), ``volume_ml`` (predicted), ``volume_per_height2`` (mL / m²), ``reference_ml``
-(the reference volume; NaN where the case has none). Groups are the thigh phantom's five (anterior, medial,
-posterior, gluteal, other: :data:`musclelab.phantoms.thigh.GROUPS`), each the sum of its muscles that the run's
-classes include. No statistics here: the report correlates them.
+level`` (``muscle`` | ``group`` | ``structure``: a class in no group, e.g. the femur), ``volume_ml``
+(predicted), ``volume_per_height2`` (mL / m²), ``reference_ml`` (the reference volume; NaN where the case has
+none). Groups are the thigh phantom's five (anterior, medial, posterior, gluteal, other:
+:data:`musclelab.phantoms.thigh.GROUPS`), each the sum of its muscles that the run's classes include. No statistics here: the report correlates them.
 """
 from __future__ import annotations
 

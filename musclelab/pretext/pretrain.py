@@ -212,7 +212,8 @@ def _train(cfg: DictConfig, dm: SegmentationDataModule, final: Path, key: str, i
         atomic_write_json(tmp / MANIFEST, {
             "key": key, "inputs": inputs, "max_epochs": epochs, "patience": patience,
             "epochs_run": trainer.current_epoch, "best_epoch": best.best_epoch, "best_val_loss": best.best,
-            "stopped_early": bool(stop.stopped_epoch), "n_slices": len(train_slices), "n_val_slices": len(val_slices), "final_metrics": metrics})
+            "stopped_early": bool(stop.stopped_epoch), "n_slices": len(train_slices), "n_val_slices": len(val_slices),
+            "final_metrics": metrics})
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

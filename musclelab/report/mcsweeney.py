@@ -185,7 +185,9 @@ def load_observers(study: Study) -> pd.DataFrame | None:
     """Pooled observer rows from the used runs' ``observers.csv`` files, or ``None`` when there are none.
 
     Runs of the same fold share their test cases and so repeat the same rows; rows are deduplicated on
-    ``(case_id, observer)``. Columns: ``case_id, observer, dsc, rms_dta_cm, sma_diff, smd_diff``.
+    ``(case_id, observer)``. Columns: ``case_id, observer, dsc, rms_dta_cm, sma_diff, smd_diff``. The observers
+    are scored the way the models are: after the bone post-processing (``observers.csv``'s ``*_pp`` columns)
+    when the files have them, as the models' DSC is ``dice_pp``.
     """
     frames = []
     for run in study.used.itertuples(index=False):
@@ -197,13 +199,14 @@ def load_observers(study: Study) -> pd.DataFrame | None:
     raw = pd.concat(frames, ignore_index=True)
     if raw.empty:
         return None
+    pp = "_pp" if _has(raw, "dice_pp") else ""
     obs = pd.DataFrame({
         "case_id": raw["case_id"].astype(str),
         "observer": raw["observer"].astype(str) if "observer" in raw else "observer",
-        "dsc": _num(raw, "dice"),
-        "rms_dta_cm": _num(raw, "rms_dta_cm"),
-        "sma_diff": _num(raw, "sma_diff"),
-        "smd_diff": _num(raw, "smd_diff"),
+        "dsc": _num(raw, f"dice{pp}"),
+        "rms_dta_cm": _num(raw, f"rms_dta_cm{pp}"),
+        "sma_diff": _num(raw, f"sma_diff{pp}"),
+        "smd_diff": _num(raw, f"smd_diff{pp}"),
     })
     return obs.drop_duplicates(["case_id", "observer"], ignore_index=True)
 

@@ -35,7 +35,8 @@ class SegmentationTask(pl.LightningModule):
         overlay_cases: how many test cases keep images and predictions for the overlay figure.
         meta: free-form metadata saved in the checkpoint (window, data set, ...).
         body_composition: also score each binary test case by SMA (cm²) and SMD (HU) after the McSweeney bone
-            post-processing (>175 HU dilated by 2 mm removed from the prediction): columns ``sma_*``, ``smd_*``,
+            post-processing (>175 HU dilated by 2 mm removed from the prediction): columns ``sma_*``, ``smd_*``
+            (and ``*_raw``: the same without post-processing),
             ``dice_pp`` and ``rms_dta_cm``.
         spatial_dims: 2 (slices) or 3 (volumes; :class:`musclelab.tasks.volume.VolumeSegmentationTask`), from the data.
     """
@@ -116,8 +117,13 @@ class SegmentationTask(pl.LightningModule):
             row = {"case_id": case_id, "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1]}
             row.update(case_metrics(preds[i], labels[i], spacing, self.class_names))
             if self.hparams.body_composition and self.num_classes == 2:
-                bc = body_composition(preds[i], labels[i], batch["hu"][i].cpu().numpy(), spacing)
+                hu = batch["hu"][i].cpu().numpy()
+                bc = body_composition(preds[i], labels[i], hu, spacing)
                 row.update({("dice_pp" if k == "dice" else k): v for k, v in bc.items()})
+                # the same scores without the bone post-processing (as observers' raw contours): columns *_raw
+                raw = body_composition(preds[i], labels[i], hu, spacing, postprocess=False)
+                row.update({f"{k}_raw": v for k, v in raw.items() if k not in ("dice", "sma_removed", "sma_true",
+                                                                               "smd_true")})
             self.test_rows.append(row)
             if len(self.test_examples) < self.hparams.overlay_cases:
                 self.test_examples.append({"case_id": case_id, "image": batch["image"][i].cpu().numpy(),
