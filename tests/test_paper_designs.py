@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.plugins import Plugins
 from omegaconf import DictConfig, OmegaConf
 
-from musclelab.cli import config_dir
+from musclelab.compose import config_dir
 from musclelab.errors import ConfigError
 
 
@@ -64,7 +64,7 @@ def test_kawamoto_full_runs_the_papers_unet_at_512_with_every_table2_pairing() -
 
 
 def test_kawamoto_on_the_lumbar_phantom_runs_the_l3_sets_and_refuses_missing_muscles() -> None:
-    from musclelab.data.labels import check_labels_early
+    from musclelab.data.sources import check_labels_early
 
     cfg = _composed("experiment=kawamoto2024")
     sets = _sets(cfg)
@@ -105,7 +105,7 @@ def test_yoon_networks_are_the_cited_ones() -> None:
 
 def _liver_splits(*overrides: str) -> dict[str, tuple[int, int, int]]:
     """(train, val, test) volumes per data set of the liver study, from the composed data configs."""
-    from musclelab.cli import compose_train_config
+    from musclelab.compose import compose_train_config
     from musclelab.data.splits import make_splits
     from musclelab.studies import study_datasets, transfer_overrides
 
@@ -285,7 +285,7 @@ def test_dunnett_control_is_the_per_image_observer_mean() -> None:
                           "dsc": [0.6, 0.7, 0.65, 0.75]})
     seen = {}
 
-    def fake_rows(metric, n, groups, control, name, rng):
+    def fake_rows(metric, n, groups, control, *args, **kwargs):
         seen["control"] = np.sort(control)
         return []
 
