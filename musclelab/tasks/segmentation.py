@@ -2,8 +2,9 @@
 
 The model, loss and optimiser come from their registries by name, so a checkpoint's hyperparameters describe
 the whole task (class names, window, spacing handling) and ``load_from_checkpoint`` needs nothing else.
-Epoch-level Dice comes from torchmetrics (global over the epoch, synced across DDP ranks); per-case test
-metrics in mm come from :mod:`musclelab.metrics` on the predicted label maps.
+Epoch-level Dice (training and validation) is :class:`musclelab.tasks.train_metrics.EpochDice`: global over the
+epoch, synced across DDP ranks, from per-class bincounts (voxels, not voxels × classes²); per-case test metrics in
+mm come from :mod:`musclelab.metrics` on the predicted label maps.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torchmetrics.segmentation import DiceScore
 
 from musclelab.checkpoint_meta import add_to_checkpoint
 from musclelab.losses import build_loss, logits_to_labels
@@ -54,11 +54,10 @@ class SegmentationTask(pl.LightningModule):
         self.loss_fn = build_loss(loss, self.num_classes, **(loss_params or {}))
         self.net = build_model(model, in_channels, self.loss_fn.out_channels, img_size, spatial_dims=spatial_dims,
                                **(model_params or {}))
-        dice = dict(num_classes=self.num_classes, include_background=False, average="none",
-                    aggregation_level="global", input_format="index")
-        self.val_dice = DiceScore(**dice)
+        # the global Dice torchmetrics' DiceScore gave, from per-class bincounts (train_metrics)
+        self.val_dice = EpochDice(self.num_classes, per_class=True)
         # train Dice is logged as a metric object so it is reduced before callbacks read the epoch's metrics
-        self.train_dice = EpochDice(self.num_classes)  # same global Dice, a bincount per step (train_metrics)
+        self.train_dice = EpochDice(self.num_classes)
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, np.ndarray]] = []
         self.test_forward_s = 0.0
@@ -79,7 +78,7 @@ class SegmentationTask(pl.LightningModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         return loss, logits_to_labels(logits.detach())
 
-    def _log_dice(self, metric: DiceScore, stage: str) -> None:
+    def _log_dice(self, metric: EpochDice, stage: str) -> None:
         per_class = metric.compute().reshape(-1)
         metric.reset()
         self.log(f"{stage}/dice", per_class.mean(), prog_bar=True, sync_dist=False)
