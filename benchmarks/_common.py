@@ -36,7 +36,7 @@ def build_task(cfg: Any, class_names: list[str]) -> Any:
         loss_params=_params(cfg.loss.get("params"), ()), optim=_params(cfg.optim, ()),
         max_epochs=cfg.trainer.max_epochs, monitor=cfg.callbacks.checkpoint.monitor,
         overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),
-        meta=data_fields(cfg.data))
+        meta=data_fields(cfg.data), augment=_params(cfg.data.get("augment"), ("repeats",)))
 
 
 class EpochTimer(pl.Callback):

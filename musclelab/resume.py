@@ -1,7 +1,7 @@
 """Exact resume, atomic checkpoints and preemption: what makes a killed run continue as if never stopped.
 
 * :class:`RandomStateCheckpoint` stores every random stream in each checkpoint — torch (CPU and CUDA), NumPy,
-  Python's ``random``, the augmentation transforms' own generators and the train loader's shuffling generator
+  Python's ``random``, the batch augmentation's own generator (:mod:`musclelab.data.augment`) and the train loader's shuffling generator
   (when it has one; otherwise shuffling draws from torch's stream) — and restores them when a resumed fit
   starts. Lightning restores weights, optimiser, schedulers and loops but no random state,
   so without this the first resumed epoch shuffles and augments differently (issue 11: test Dice 0.811 vs
@@ -70,15 +70,9 @@ def _np_state_from_plain(d: dict[str, Any]) -> tuple:
     return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])
 
 
-def _augment_transforms(trainer: pl.Trainer) -> list[Any]:
-    """The Randomizable transforms of the training set's augmentation (MONAI ``Compose`` and its members)."""
-    dm = getattr(trainer, "datamodule", None)
-    ds = getattr(dm, "datasets", {}).get("train") if dm is not None else None
-    aug = getattr(ds, "augment", None)
-    if aug is None:
-        return []
-    out = [aug] + list(getattr(aug, "transforms", ()))
-    return [t for t in out if isinstance(getattr(t, "R", None), np.random.RandomState)]
+def _augmentation(trainer: pl.Trainer) -> Any:
+    """The task's batch augmentation (:class:`musclelab.data.augment.BatchAugment`, with its own generator)."""
+    return getattr(getattr(trainer, "lightning_module", None), "augmentation", None)
 
 
 def _loader_generator(trainer: pl.Trainer) -> torch.Generator | None:
@@ -103,7 +97,9 @@ def capture_random_state(trainer: pl.Trainer | None = None) -> dict[str, Any]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     if trainer is not None:
-        state["augment"] = [_np_state_to_plain(t.R.get_state()) for t in _augment_transforms(trainer)]
+        aug = _augmentation(trainer)
+        if aug is not None:
+            state["batch_augment"] = aug.state_dict()
         gen = _loader_generator(trainer)
         if gen is not None:
             state["loader_generator"] = gen.get_state()
@@ -119,8 +115,9 @@ def restore_random_state(state: dict[str, Any], trainer: pl.Trainer | None = Non
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     if trainer is not None:
-        for t, s in zip(_augment_transforms(trainer), state.get("augment", [])):
-            t.R.set_state(_np_state_from_plain(s))
+        aug = _augmentation(trainer)
+        if aug is not None and "batch_augment" in state:
+            aug.load_state_dict(state["batch_augment"])
         gen = _loader_generator(trainer)
         if gen is not None and "loader_generator" in state:
             gen.set_state(state["loader_generator"])

@@ -180,6 +180,7 @@ def build_task(cfg: DictConfig, class_names: list[str]) -> pl.LightningModule:
         optim=_params(cfg.optim, ()), max_epochs=cfg.trainer.max_epochs, monitor=cfg.callbacks.checkpoint.monitor,
         overlay_cases=cfg.callbacks.overlay_cases,
         meta=data_fields(cfg.data),  # what inference needs (musclelab.checkpoint_meta)
+        augment=_params(cfg.data.get("augment"), ("repeats",)),  # batched, on the device (data/augment.py)
     )
     if spatial_dims(cfg) == 3:
         ev = cfg.get("eval", {})

@@ -8,11 +8,10 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset
 
-from musclelab.data.augment import build_augmentation, split_repeats
-from musclelab.data.loaders import loader_settings, without_metadata
+from musclelab.data.augment import split_repeats
+from musclelab.data.loaders import loader_settings
 from musclelab.data.sources import SliceSet, SourceData, load_source
 from musclelab.data.splits import (SPLITS, check_split_name, first_n, make_splits, observer_patients,  # noqa: F401
                                     split_manifest)
@@ -22,15 +21,16 @@ from musclelab.data.windowing import apply_window
 
 class SliceDataset(Dataset):
     """Windowed slices as tensors: ``image`` (C,H,W) float, ``label`` (H,W) long, ``spacing`` (2,) mm,
-    ``case_id`` str, and for evaluation sets (no augmentation) ``hu`` (H,W) float HU. Augmentation, when given, is re-seeded per item from torch's RNG so runs repeat exactly
-    (the DataLoader seeds torch per worker and epoch from the run seed)."""
+    ``case_id`` str, and for evaluation sets (``with_hu``) ``hu`` (H,W) float HU. Nothing random happens per item:
+    training augmentation runs on whole batches on the device (:mod:`musclelab.data.augment`, in the task's
+    ``on_after_batch_transfer``); ``repeats`` serves each slice that many times per epoch."""
 
-    def __init__(self, slices: SliceSet, window: str, channels: int, augment: Any = None, repeats: int = 1) -> None:
+    def __init__(self, slices: SliceSet, window: str, channels: int, repeats: int = 1, with_hu: bool = True) -> None:
         self.slices = slices
         self.repeats = repeats  # each slice served this many times per epoch (differently augmented)
         self.window = window
         self.channels = channels
-        self.augment = augment
+        self.with_hu = with_hu
 
     def __len__(self) -> int:
         return len(self.slices) * self.repeats
@@ -39,22 +39,13 @@ class SliceDataset(Dataset):
         i = i % len(self.slices)
         # windowed per item: cached images are memory-mapped and may not fit in memory as float32
         image = torch.from_numpy(apply_window(self.slices.images[i:i + 1], self.window, self.channels)[0])
-        label = torch.from_numpy(self.slices.labels[i].astype(np.int64))
-        if self.augment is not None:
-            self.augment.set_random_state(seed=int(torch.randint(0, 2**31 - 1, ()).item()))
-            with without_metadata():  # plain tensors through MONAI: a third of the per-item cost (loaders.py)
-                out = self.augment({"image": image, "label": label[None]})
-            # plain tensors, not MONAI MetaTensors: their metadata would leak into losses, logged metrics
-            # and checkpoints
-            image = convert_to_tensor(out["image"], dtype=torch.float32, track_meta=False)
-            label = convert_to_tensor(out["label"], track_meta=False)[0].round().long()
         item = {
-            "image": image.contiguous(),
-            "label": label.contiguous(),
+            "image": image,
+            "label": torch.from_numpy(self.slices.labels[i].astype(np.int64)),
             "spacing": torch.as_tensor(self.slices.spacing[i], dtype=torch.float64),
             "case_id": str(self.slices.meta.at[i, "case_id"]),
         }
-        if self.augment is None:  # evaluation items also carry the raw HU slice (for SMA/SMD)
+        if self.with_hu:  # evaluation items also carry the raw HU slice (for SMA/SMD)
             item["hu"] = torch.from_numpy(np.asarray(self.slices.images[i], dtype=np.float32))
         return item
 
@@ -145,10 +136,9 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def _make_datasets(self, parts: dict[str, SliceSet]) -> dict[str, Dataset]:
         """train/val/test datasets of the split parts; the volume data module overrides this."""
-        aug_params, repeats = split_repeats(self.augment_params)
-        aug = build_augmentation(**aug_params)
+        _, repeats = split_repeats(self.augment_params)   # the augmentation itself runs in the task, per batch
         return {
-            "train": SliceDataset(parts["train"], self.window, self.channels, aug, repeats),
+            "train": SliceDataset(parts["train"], self.window, self.channels, repeats, with_hu=False),
             "val": SliceDataset(parts["val"], self.window, self.channels),
             "test": SliceDataset(parts["test"], self.window, self.channels),
         }

@@ -5,54 +5,22 @@ Patch sampling: MONAI's label-class crop-centre rule (``generate_label_classes_c
 ``RandCropByLabelClassesd``) picks a class with equal probability among the classes present in the volume (so small
 muscles are seen as often as large ones), then a voxel of that class (from the cache's per-class index sample) as
 the patch centre. Only the patch is read from the memory-mapped volume. A patch larger than the volume along an
-axis is centred and padded (air HU, background label). 3D augmentation (MONAI): flips along every axis,
-in-plane 90° rotations, a small affine (rotation, scaling) and an intensity shift, re-seeded per item from torch's
-RNG so runs repeat.
+axis is centred and padded (air HU, background label). The patch centre is drawn per item from torch's RNG (the
+DataLoader seeds it per worker and epoch from the run seed, so runs repeat); 3D augmentation runs on whole batches
+on the device (:mod:`musclelab.data.augment`, in the task's ``on_after_batch_transfer``).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-from monai.utils import convert_to_tensor
 from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.datamodule import SegmentationDataModule
 from musclelab.data.containers import SourceData, VolumeSet
 from musclelab.data.volumes import BACKGROUND_HU, VolumePreprocess
 from musclelab.data.windowing import apply_window
-
-# keys of data.augment that only the 2D pipeline reads
-_AUG_2D_ONLY = ("elastic_prob", "elastic_spacing", "elastic_magnitude", "shear_deg", "repeats")
-
-
-def build_volume_augmentation(flip_prob: float = 0.5, rotate_deg: float = 10.0, scale: float = 0.1,
-                              affine_prob: float = 0.3, rot90_prob: float = 0.0, intensity_shift: float = 0.0,
-                              **ignored: Any) -> Any:
-    """MONAI transforms over ``{"image": (C,D,H,W), "label": (1,D,H,W)}``; ``None`` when everything is off.
-
-    flip_prob: left-right flip probability; rot90_prob: probability of an in-plane 90° rotation (rows/cols);
-    rotate_deg / scale / affine_prob: a small random affine (rotation ±deg about each axis, zoom ±scale);
-    intensity_shift: random offset ±shift of the windowed [0, 1] intensities (probability 0.5).
-    """
-    from monai.transforms import Compose, RandAffined, RandFlipd, RandRotate90d, RandShiftIntensityd
-
-    keys = ("image", "label")
-    t: list[Any] = []
-    if flip_prob > 0:   # left-right only: head-foot and front-back flips make no anatomy
-        t.append(RandFlipd(keys, prob=flip_prob, spatial_axis=2))
-    if rot90_prob > 0:
-        t.append(RandRotate90d(keys, prob=rot90_prob, max_k=3, spatial_axes=(1, 2)))
-    if affine_prob > 0 and (rotate_deg > 0 or scale > 0):
-        r = math.radians(rotate_deg)
-        t.append(RandAffined(keys, prob=affine_prob, rotate_range=(r, r, r), scale_range=(scale,) * 3,
-                             mode=("bilinear", "nearest"), padding_mode="zeros"))
-    if intensity_shift > 0:
-        t.append(RandShiftIntensityd("image", offsets=intensity_shift, prob=0.5))
-    return Compose(t) if t else None
-
 
 def read_patch(arr: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float) -> np.ndarray:
     """``arr[start : start + size]`` with ``fill`` where the window leaves the array (only the window is read)."""
@@ -79,12 +47,11 @@ class VolumePatchDataset(Dataset):
     (C, D, H, W) float, ``label`` (D, H, W) long, ``spacing`` (3,) mm, ``case_id``."""
 
     def __init__(self, volumes: VolumeSet, window: str, channels: int, patch_size: Sequence[int],
-                 patches_per_volume: int, augment: Any = None) -> None:
+                 patches_per_volume: int) -> None:
         self.volumes = volumes
         self.window, self.channels = window, channels
         self.patch_size = tuple(int(p) for p in patch_size)
         self.ppv = int(patches_per_volume)
-        self.augment = augment
         self.shapes = volumes.meta[[f"shape_{a}" for a in "zyx"]].to_numpy(int)
         self._indices: dict[int, list[np.ndarray]] = {}   # a few volumes' class-index samples (bounded)
 
@@ -119,12 +86,7 @@ class VolumePatchDataset(Dataset):
         hu, lab = self.sample(v, seed)
         image = torch.from_numpy(apply_window(hu[None], self.window, self.channels)[0])
         label = torch.from_numpy(lab.astype(np.int64))
-        if self.augment is not None:
-            self.augment.set_random_state(seed=seed)
-            out = self.augment({"image": image, "label": label[None]})
-            image = convert_to_tensor(out["image"], dtype=torch.float32, track_meta=False)
-            label = convert_to_tensor(out["label"], track_meta=False)[0].round().long()
-        return {"image": image.contiguous(), "label": label.contiguous(),
+        return {"image": image, "label": label,
                 "spacing": torch.as_tensor(self.volumes.spacing(v), dtype=torch.float64),
                 "case_id": str(self.volumes.meta.at[v, "case_id"])}
 
@@ -177,10 +139,9 @@ class VolumeDataModule(SegmentationDataModule):
         return SourceData(vs)  # type: ignore[arg-type]  (a VolumeSet splits like a SliceSet)
 
     def _make_datasets(self, parts: dict[str, Any]) -> dict[str, Dataset]:
-        aug = build_volume_augmentation(**{k: v for k, v in self.augment_params.items() if k not in _AUG_2D_ONLY})
         return {
             "train": VolumePatchDataset(parts["train"], self.window, self.channels, self.patch_size,
-                                        self.patches_per_volume, aug),
+                                        self.patches_per_volume),
             "val": VolumeEvalDataset(parts["val"], self.window, self.channels),
             "test": VolumeEvalDataset(parts["test"], self.window, self.channels),
         }

@@ -9,6 +9,7 @@ mm come from :mod:`musclelab.metrics` on the predicted label maps.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,16 @@ import pytorch_lightning as pl
 import torch
 
 from musclelab.checkpoint_meta import add_to_checkpoint
+from musclelab.data.augment import build_augmentation
 from musclelab.losses import build_loss, logits_to_labels
 from musclelab.metrics import body_composition, case_metrics
 from musclelab.models import build_model
 from musclelab.optim import build_optimizer, build_scheduler
 from musclelab.tasks.train_metrics import EpochDice
+
+# Lightning warns whenever a LightningModule's batch hook is used together with a datamodule; the augmentation
+# belongs to the task on purpose (it runs on the device and its stream is the task's), so this one is expected.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 class SegmentationTask(pl.LightningModule):
@@ -39,13 +45,15 @@ class SegmentationTask(pl.LightningModule):
             (and ``*_raw``: the same without post-processing),
             ``dice_pp`` and ``rms_dta_cm``.
         spatial_dims: 2 (slices) or 3 (volumes; :class:`musclelab.tasks.volume.VolumeSegmentationTask`), from the data.
+        augment: ``data.augment`` (without ``repeats``): the training batches' augmentation, run on the device in
+            :meth:`on_after_batch_transfer` (:mod:`musclelab.data.augment`); None or all-off: none.
     """
 
     def __init__(
         self, model: str, model_params: dict[str, Any], in_channels: int, class_names: list[str], img_size: int,
         loss: str = "ce_dice", loss_params: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
         max_epochs: int = 1, monitor: str = "val/loss", overlay_cases: int = 8, meta: dict[str, Any] | None = None,
-        body_composition: bool = False, spatial_dims: int = 2,
+        body_composition: bool = False, spatial_dims: int = 2, augment: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -58,9 +66,22 @@ class SegmentationTask(pl.LightningModule):
         self.val_dice = EpochDice(self.num_classes, per_class=True)
         # train Dice is logged as a metric object so it is reduced before callbacks read the epoch's metrics
         self.train_dice = EpochDice(self.num_classes)
+        self.augmentation = build_augmentation(spatial_dims, {k: v for k, v in (augment or {}).items() if k != "repeats"},
+                                               window=(meta or {}).get("window", "abdomen"), channels=in_channels)
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, np.ndarray]] = []
         self.test_forward_s = 0.0
+
+    def setup(self, stage: str) -> None:
+        if self.augmentation is not None:  # the run seed, one stream per rank; a resumed fit restores the state
+            self.augmentation.seed(torch.initial_seed() + 7919 * self.global_rank)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches where they are (the device), one sampling grid per batch."""
+        trainer = self._trainer
+        if self.augmentation is not None and trainer is not None and trainer.training:
+            batch["image"], batch["label"] = self.augmentation(batch["image"], batch["label"])
+        return batch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, C_out, H, W)`` for images ``(B, C_in, H, W)``."""

@@ -41,11 +41,11 @@ class VolumeSegmentationTask(SegmentationTask):
                  loss: str = "dice", loss_params: dict[str, Any] | None = None, optim: dict[str, Any] | None = None,
                  max_epochs: int = 1, monitor: str = "val/loss", overlay_cases: int = 1,
                  meta: dict[str, Any] | None = None, img_size: Any = None, spatial_dims: int = 3,
-                 body_composition: bool = False) -> None:
+                 body_composition: bool = False, augment: dict[str, Any] | None = None) -> None:
         super().__init__(model=model, model_params=model_params, in_channels=in_channels, class_names=class_names,
                          img_size=list(patch_size), loss=loss, loss_params=loss_params, optim=optim,
                          max_epochs=max_epochs, monitor=monitor, overlay_cases=overlay_cases, meta=meta,
-                         body_composition=False, spatial_dims=3)
+                         body_composition=False, spatial_dims=3, augment=augment)
         self.save_hyperparameters()
         self.window = SlidingWindow(tuple(int(p) for p in patch_size), **(sliding_window or {}))
         self.prediction_dir: Path | None = None
