@@ -25,18 +25,26 @@ def compose(overrides: list[str], run_dir: Path) -> Any:
 
 
 def build_task(cfg: Any, class_names: list[str]) -> Any:
-    """The SegmentationTask ``musclelab train`` builds for ``cfg`` (scratch init)."""
+    """The task ``musclelab train`` builds for ``cfg`` (scratch init), 2D or 3D (:func:`musclelab.train.build_task`).
+
+    Also works on a checkout from before issue 16 (augmentation in the loader, a separate 3D task class), so one
+    script measures both trees."""
+    from musclelab import train
+
+    if hasattr(train, "build_task"):
+        return train.build_task(cfg, class_names)
     from musclelab.checkpoint_meta import data_fields
     from musclelab.tasks import SegmentationTask
     from musclelab.train import _params
+    from musclelab.train_volume import is_volume, volume_task
 
-    return SegmentationTask(
-        model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()), in_channels=cfg.data.channels,
-        class_names=list(class_names), img_size=cfg.data.img_size, loss=cfg.loss.name,
-        loss_params=_params(cfg.loss.get("params"), ()), optim=_params(cfg.optim, ()),
-        max_epochs=cfg.trainer.max_epochs, monitor=cfg.callbacks.checkpoint.monitor,
-        overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),
-        meta=data_fields(cfg.data), augment=_params(cfg.data.get("augment"), ("repeats",)))
+    kw = dict(model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()), in_channels=cfg.data.channels,
+              class_names=list(class_names), img_size=cfg.data.get("img_size"), loss=cfg.loss.name,
+              loss_params=_params(cfg.loss.get("params"), ()), optim=_params(cfg.optim, ()),
+              max_epochs=cfg.trainer.max_epochs, monitor=cfg.callbacks.checkpoint.monitor,
+              overlay_cases=cfg.callbacks.overlay_cases, body_composition=bool(cfg.eval.body_composition),
+              meta=data_fields(cfg.data))
+    return (volume_task(cfg) if is_volume(cfg) else SegmentationTask)(**kw)
 
 
 class EpochTimer(pl.Callback):

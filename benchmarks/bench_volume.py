@@ -32,14 +32,14 @@ PATCH = (32, 32, 32)
 
 
 def _dm(cache: Path, n: int, size: int, n_slices: int, **kw):
-    from musclelab.data.volume_datamodule import VolumeDataModule
+    from musclelab.data.datamodule import SegmentationDataModule
 
-    args = dict(name="thigh_phantom", source=dict(n_volumes=n, size=size, n_slices=n_slices), cache_dir=str(cache),
+    args = dict(name="thigh_phantom", spatial_dims=3, source=dict(n_volumes=n, size=size, n_slices=n_slices), cache_dir=str(cache),
                 window="thigh", spacing=list(SPACING), patch_size=list(PATCH), patches_per_volume=4, batch_size=2,
                 val_fraction=0.1, test_fraction=0.1,
                 augment=dict(flip_prob=0.5, rotate_deg=10.0, scale=0.1, affine_prob=0.3, intensity_shift=0.05))
     args.update(kw)
-    dm = VolumeDataModule(**args)
+    dm = SegmentationDataModule(**args)
     dm.setup()
     return dm
 
@@ -48,7 +48,7 @@ def bench_patches(tmp: Path, size: int, n_slices: int, n_patches: int = 40) -> d
     """Patches/s: cache vs decode + resample + crop of the NIfTI per patch."""
     from musclelab.data.readers import build_reader
     from musclelab.data.volume_cache import ReaderVolumes, build_or_load
-    from musclelab.data.volume_datamodule import VolumePatchDataset
+    from musclelab.data.datasets import VolumePatchDataset
     from musclelab.data.volumes import VolumePreprocess, preprocess_volume
     from musclelab.phantoms.thigh import write_thigh_dataset
 

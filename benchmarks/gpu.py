@@ -6,7 +6,11 @@ For a machine with an NVIDIA GPU (MONAI reports about 1.9x from mixed precision)
    UNETR and Swin-UNETR at the sizes of the papers (Yoon 2024: 224 x 224 slices; UNETR with the paper's ViT-B
    encoder: hidden 768, 12 heads, MLP 3072; Swin-UNETR with feature size 48), each in fp32 and bf16-mixed
    (``torch.autocast``), plain, channels-last memory format, and ``torch.compile``;
-2. one epoch of ``musclelab train`` with the ``gpu`` preset and with the ``ddp`` preset (all GPUs, ddp_spawn).
+2. one epoch of ``musclelab train`` with the ``gpu`` preset and with the ``ddp`` preset (all GPUs, ddp_spawn);
+3. the batched augmentation (:mod:`musclelab.data.augment`, the task's ``on_after_batch_transfer``) on the device:
+   items/s and its time as a fraction of a training step of the same batch — 2D: 8 × 224² with the default flip,
+   rotation, zoom and McSweeney's elastic deformation vs the paper UNet's step; 3D: 2 × 96³ Kim patches (flip,
+   rotation, zoom, intensity shift) vs the Kim 3D U-Net's step (30 classes).
 
 ``--dry-run`` runs everything on the CPU at a tiny size (64 px, small networks, 2 steps; the ``cpu`` and
 ``ddp_cpu`` presets instead of ``gpu`` and ``ddp``, ``torch.compile`` skipped), to check the script end to end on
@@ -83,6 +87,47 @@ def step_benchmark(name: str, params: dict[str, Any], size: int, batch: int, ste
             "images_per_s": batch / statistics.median(times[2:]), "peak_mem_mib": peak}
 
 
+def augment_benchmark(device: torch.device, dry: bool, steps: int) -> list[dict[str, Any]]:
+    """Batched augmentation items/s on ``device`` and its share of a training step of the same batch."""
+    from musclelab.data.augment import AugmentSettings, BatchAugment
+    from musclelab.losses import build_loss
+    from musclelab.models import build_model
+
+    cases = [
+        ("2d", 2, 64 if dry else 224, 2 if dry else 8, "unet", DRY_MODELS["unet"] if dry else PAPER_MODELS["unet"],
+         2, AugmentSettings(flip_prob=0.5, rotate_deg=15, scale=0.1, affine_prob=0.5, elastic_prob=0.5)),
+        ("3d", 3, 32 if dry else 96, 2, "unet", DRY_MODELS["unet"] if dry else
+         {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2, "norm": "instance"},
+         30, AugmentSettings(flip_prob=0.5, rotate_deg=10, scale=0.1, affine_prob=0.3, intensity_shift=0.05)),
+    ]
+    out = []
+    for name, nd, size, batch, model, params, classes, settings in cases:
+        torch.manual_seed(0)
+        x = torch.rand(batch, 1, *([size] * nd), device=device)
+        y = torch.randint(0, classes, (batch, *([size] * nd)), device=device)
+        aug = BatchAugment(nd, settings, 0.0, seed=0)
+        loss_fn = build_loss("dice" if nd == 3 else "ce_dice", classes)
+        net = build_model(model, 1, loss_fn.out_channels, size if nd == 2 else [size] * 3, spatial_dims=nd,
+                          **params).to(device)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        aug_t, step_t = [], []
+        for _ in range(steps + 2):
+            t0 = time.perf_counter()
+            xa, ya = aug(x, y)
+            _sync(device)
+            t1 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss_fn(net(xa), ya).backward()
+            opt.step()
+            _sync(device)
+            aug_t.append(t1 - t0)
+            step_t.append(time.perf_counter() - t1)
+        a, st = statistics.median(aug_t[2:]), statistics.median(step_t[2:])
+        out.append({"augment": name, "size": size, "batch": batch, "items_per_s": batch / a, "augment_s": a,
+                    "step_s": st, "fraction_of_step": a / st})
+    return out
+
+
 def preset_epoch(preset: str, dry: bool, tmp: Path) -> dict[str, Any]:
     """One epoch of ``musclelab train trainer=<preset>`` (default phantom data; tiny when ``dry``)."""
     from musclelab.train import train
@@ -142,6 +187,14 @@ def main() -> int:
             ref = base if key == "bf16_speedup" else t(name, "bf16-mixed", "plain")
             if ref and other:
                 ratios[f"{name}/{key}"] = ref / other
+    try:
+        augment = augment_benchmark(device, dry, steps)
+    except Exception as err:
+        augment = [{"error": repr(err)[:300], "traceback": traceback.format_exc(limit=3)}]
+    for r in augment:
+        print(json.dumps({k: v for k, v in r.items() if k != "traceback"}), flush=True)
+        if "fraction_of_step" in r:
+            ratios[f"augment_{r['augment']}/fraction_of_step"] = r["fraction_of_step"]
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     presets = []
     try:
@@ -156,7 +209,7 @@ def main() -> int:
     report = {
         "dry_run": dry, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor()
         or "cpu", "n_gpus": torch.cuda.device_count(), "torch": torch.__version__, "img_size": size, "batch": batch,
-        "steps": steps, "models": results, "presets": presets, "ratios": ratios,
+        "steps": steps, "models": results, "presets": presets, "augment": augment, "ratios": ratios,
     }
     from musclelab.io import atomic_write_json
 

@@ -56,8 +56,6 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_CKPT = "best.ckpt"
 LAST_CKPT = "last.ckpt"
 
-# data fields of volumes (3D) only; the slice datamodule does not take them
-VOLUME_KEYS = ("spatial_dims", "spacing", "patch_size", "patches_per_volume", "crop_foreground")
 
 
 def _params(section: DictConfig | None, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
@@ -163,17 +161,13 @@ def init_settings(cfg: DictConfig) -> dict[str, Any]:
 
 def build_datamodule(cfg: DictConfig) -> SegmentationDataModule:
     """The datamodule described by ``cfg.data`` (volumes when ``data.spatial_dims`` is 3)."""
-    if spatial_dims(cfg) == 3:
-        from musclelab.data.volume_datamodule import VolumeDataModule
-
-        return VolumeDataModule(**_params(cfg.data, ("img_size",)))
-    return SegmentationDataModule(**_params(cfg.data, VOLUME_KEYS))
+    return SegmentationDataModule(**_params(cfg.data, ()))
 
 
 def build_task(cfg: DictConfig, class_names: list[str]) -> pl.LightningModule:
     """The task of ``cfg`` for the classes ``class_names``, with plain-value hyperparameters (checkpoints describe
     themselves): 2D with the image size and body composition, 3D with the patch size, sliding window and NIfTI
-    predictions (``eval``)."""
+    predictions (``eval``); the batch augmentation from ``data.augment``."""
     common = dict(
         model=cfg.model.name, model_params=_params(cfg.model.get("params"), ()), in_channels=cfg.data.channels,
         class_names=list(class_names), loss=cfg.loss.name, loss_params=_params(cfg.loss.get("params"), ()),
@@ -181,6 +175,7 @@ def build_task(cfg: DictConfig, class_names: list[str]) -> pl.LightningModule:
         overlay_cases=cfg.callbacks.overlay_cases,
         meta=data_fields(cfg.data),  # what inference needs (musclelab.checkpoint_meta)
         augment=_params(cfg.data.get("augment"), ("repeats",)),  # batched, on the device (data/augment.py)
+        spatial_dims=spatial_dims(cfg),
     )
     if spatial_dims(cfg) == 3:
         ev = cfg.get("eval", {})

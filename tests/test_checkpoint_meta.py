@@ -112,3 +112,25 @@ def test_checkpoint_policy_keeps_a_weights_only_best_after_completion(tmp_path, 
     last = torch.load(tmp_path / "b" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["optimizer_states"] and META_KEY in last
     assert (ckpts / "best.ckpt").stat().st_size < 0.6 * (tmp_path / "b" / "checkpoints" / "last.ckpt").stat().st_size
+
+
+def test_checkpoints_of_the_former_volume_task_load_into_the_one_task(tmp_path):
+    """A 3D checkpoint saved by the former ``VolumeSegmentationTask`` (its hyperparameters exactly: ``img_size``
+    None, ``patch_size``, ``sliding_window``, ``save_predictions``, no ``augment``) loads into SegmentationTask."""
+    params = {"channels": [4, 8], "strides": [2], "num_res_units": 0}
+    old = {"model": "unet", "model_params": params, "in_channels": 1, "class_names": ["background", "a", "b"],
+           "patch_size": [8, 16, 16], "sliding_window": {"overlap": 0.25}, "save_predictions": 1, "loss": "dice",
+           "loss_params": {}, "optim": {"name": "adamw", "lr": 0.003}, "max_epochs": 2, "monitor": "val/loss",
+           "overlay_cases": 1, "meta": {"data": "thigh_phantom", "window": "thigh", "channels": 1,
+                                        "spatial_dims": 3, "patch_size": [8, 16, 16]},
+           "img_size": None, "spatial_dims": 3, "body_composition": False}
+    torch.manual_seed(0)
+    ref = SegmentationTask(**old).eval()
+    path = tmp_path / "old3d.ckpt"
+    torch.save({"state_dict": ref.state_dict(), "hyper_parameters": old, "pytorch-lightning_version": "2.5.0"}, path)
+    task = SegmentationTask.load_from_checkpoint(str(path), map_location="cpu", weights_only=True).eval()
+    assert task.spatial_dims == 3 and task.window is not None and task.window.roi_size == (8, 16, 16)
+    assert task.augmentation is None
+    x = torch.rand(1, 1, 8, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(task(x), ref(x))

@@ -10,7 +10,8 @@ import torch
 
 from musclelab.data.case import Case
 from musclelab.data.volume_cache import GeneratedVolumes, build_or_load
-from musclelab.data.volume_datamodule import VolumeDataModule, VolumePatchDataset
+from musclelab.data.datamodule import SegmentationDataModule
+from musclelab.data.datasets import VolumePatchDataset
 from musclelab.data.volumes import VolumePreprocess, to_source_geometry
 from musclelab.data.phantom_sources import thigh_volumes as thigh_phantom_items
 
@@ -57,12 +58,12 @@ def test_label_beyond_classes_is_one_clear_error(tmp_path):
         build_or_load(GeneratedVolumes("zero", ("background", "a"), 1, {}, zero), VolumePreprocess(), tmp_path)
 
 
-def _dm(tmp_path, **kw) -> VolumeDataModule:
-    args = dict(name="thigh_phantom", source=dict(n_volumes=6, size=48, n_slices=24), cache_dir=str(tmp_path),
+def _dm(tmp_path, **kw) -> SegmentationDataModule:
+    args = dict(name="thigh_phantom", spatial_dims=3, source=dict(n_volumes=6, size=48, n_slices=24), cache_dir=str(tmp_path),
                 window="thigh", spacing=[12.0, 8.0, 8.0], patch_size=[16, 32, 32], patches_per_volume=4,
                 batch_size=2, val_fraction=0.2, test_fraction=0.2, augment=dict(flip_prob=0.5, affine_prob=0.0))
     args.update(kw)
-    dm = VolumeDataModule(**args)
+    dm = SegmentationDataModule(**args)
     dm.setup()
     return dm
 
@@ -93,16 +94,17 @@ def test_tiny_3d_model_learns(tmp_path):
     import pytorch_lightning as pl
 
     from musclelab.metrics import case_metrics
-    from musclelab.tasks.volume import VolumeSegmentationTask
+    from musclelab.tasks import SegmentationTask
 
     t0 = time.perf_counter()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # tiny convolutions: one thread is fastest (and fair on a shared 2-core machine)
     pl.seed_everything(0, workers=True)
     dm = _dm(tmp_path, patches_per_volume=8, batch_size=4)
-    task = VolumeSegmentationTask("unet", dict(channels=[16, 32, 64], strides=[2, 2], num_res_units=1, norm="batch"),
-                                  1, list(dm.class_names), [16, 32, 32], dict(overlap=0.25), loss="ce_dice",
-                                  optim=dict(name="adamw", lr=3e-3), max_epochs=8)
+    task = SegmentationTask("unet", dict(channels=[16, 32, 64], strides=[2, 2], num_res_units=1, norm="batch"),
+                            1, list(dm.class_names), spatial_dims=3, patch_size=[16, 32, 32],
+                            sliding_window=dict(overlap=0.25), loss="ce_dice", optim=dict(name="adamw", lr=3e-3),
+                            max_epochs=8, augment=dict(flip_prob=0.5, affine_prob=0.0))
 
     def test_dice() -> float:
         task.eval()

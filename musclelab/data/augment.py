@@ -249,8 +249,11 @@ class BatchAugment:
 
 def build_augmentation(spatial_dims: int, params: dict[str, Any] | None, window: str = "abdomen",
                        channels: int = 1, seed: int = 0) -> BatchAugment | None:
-    """The batch augmentation of ``data.augment`` (``repeats`` excluded), or ``None`` when everything is off."""
-    settings = AugmentSettings.from_params(dict(params or {}))
+    """The batch augmentation of ``data.augment`` (``repeats`` excluded; missing keys take the defaults of
+    ``conf/data/_common.yaml``), or ``None`` when ``params`` is None or everything is off."""
+    if params is None:
+        return None
+    settings = AugmentSettings.from_params(dict(params))
     if not settings.any_on:
         return None
     return BatchAugment(spatial_dims, settings, air_value(window, channels), seed)

@@ -1,8 +1,11 @@
-"""LightningDataModule over any registered source: patient-level splits, windowing, augmentation, loaders."""
+"""The one LightningDataModule, for slices and volumes (``spatial_dims`` decided once, from ``data.spatial_dims``):
+any registered source, patient-level splits, subsets and manifests, then 2D slice datasets or 3D patch datasets
+(training) and whole volumes (validation, test; one per batch) from :mod:`musclelab.data.datasets`, and the loaders.
+Augmentation is not here: it runs on whole batches on the device in the task (:mod:`musclelab.data.augment`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,43 +14,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from musclelab.data.augment import split_repeats
+from musclelab.data.datasets import SliceDataset, VolumeEvalDataset, VolumePatchDataset
 from musclelab.data.loaders import loader_settings
-from musclelab.data.sources import SliceSet, SourceData, load_source
+from musclelab.data.containers import SliceSet, SourceData
+from musclelab.data.sources import load_source
 from musclelab.data.splits import (SPLITS, check_split_name, first_n, make_splits, observer_patients,  # noqa: F401
                                     split_manifest)
-from musclelab.data.windowing import apply_window
 
-
-
-class SliceDataset(Dataset):
-    """Windowed slices as tensors: ``image`` (C,H,W) float, ``label`` (H,W) long, ``spacing`` (2,) mm,
-    ``case_id`` str, and for evaluation sets (``with_hu``) ``hu`` (H,W) float HU. Nothing random happens per item:
-    training augmentation runs on whole batches on the device (:mod:`musclelab.data.augment`, in the task's
-    ``on_after_batch_transfer``); ``repeats`` serves each slice that many times per epoch."""
-
-    def __init__(self, slices: SliceSet, window: str, channels: int, repeats: int = 1, with_hu: bool = True) -> None:
-        self.slices = slices
-        self.repeats = repeats  # each slice served this many times per epoch (differently augmented)
-        self.window = window
-        self.channels = channels
-        self.with_hu = with_hu
-
-    def __len__(self) -> int:
-        return len(self.slices) * self.repeats
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        i = i % len(self.slices)
-        # windowed per item: cached images are memory-mapped and may not fit in memory as float32
-        image = torch.from_numpy(apply_window(self.slices.images[i:i + 1], self.window, self.channels)[0])
-        item = {
-            "image": image,
-            "label": torch.from_numpy(self.slices.labels[i].astype(np.int64)),
-            "spacing": torch.as_tensor(self.slices.spacing[i], dtype=torch.float64),
-            "case_id": str(self.slices.meta.at[i, "case_id"]),
-        }
-        if self.with_hu:  # evaluation items also carry the raw HU slice (for SMA/SMD)
-            item["hu"] = torch.from_numpy(np.asarray(self.slices.images[i], dtype=np.float32))
-        return item
 
 
 class SegmentationDataModule(pl.LightningDataModule):
@@ -57,6 +30,8 @@ class SegmentationDataModule(pl.LightningDataModule):
     ``kfold_val`` (a fixed test set chosen by ``test_set``; fold ``fold`` of ``n_folds`` validates) or
     ``kfold_test`` (fold ``fold`` is the test set, ``val_fraction`` of the rest validates). ``n_train`` keeps the first n patients of the
     ``subset_draw``-th seeded ordering of the training pool (nested across n).
+    Volumes (``spatial_dims=3``): ``spacing`` (mm, z/row/col; None keeps each volume's own), ``patch_size``
+    (voxels; the sliding-window ROI too), ``patches_per_volume``, ``crop_foreground``; ``img_size`` is unused.
     Call :meth:`setup` before reading ``class_names``.
     """
 
@@ -68,8 +43,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         n_train: int | None = None, subset_draw: int = 0,
         split_seed: int = 0, batch_size: int = 8, eval_batch_size: int | None = None, num_workers: int | None = 0,
         augment: dict | None = None, labels: list[str] | None = None, pin_memory: bool | None = None,
+        spatial_dims: int = 2, spacing: Sequence[float] | None = None, patch_size: Sequence[int] | int | None = None,
+        patches_per_volume: int = 4, crop_foreground: bool = True,
     ) -> None:
         super().__init__()
+        if int(spatial_dims) not in (2, 3):
+            raise ValueError(f"data.spatial_dims must be 2 (slices) or 3 (volumes), got {spatial_dims}")
+        self.spatial_dims = int(spatial_dims)
         self.name = name
         self.img_size = img_size
         self.source_params = dict(source or {})
@@ -92,12 +72,30 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_workers, self.pin_memory = loader_settings(num_workers, pin_memory)  # None: measured defaults
         self.augment_params = dict(augment or {})
         self.labels = None if labels is None else [labels] if isinstance(labels, str) else list(labels)
-        self.datasets: dict[str, SliceDataset] = {}
+        self.datasets: dict[str, Dataset] = {}
         self.manifest: pd.DataFrame | None = None
         self.class_names: tuple[str, ...] = ()
         self.train_pool: SliceSet | None = None
         self.pretext_pool: SliceSet | None = None
         self.volumes = None
+        if self.spatial_dims == 3:
+            self._volume_settings(spacing, patch_size, patches_per_volume, crop_foreground)
+
+    def _volume_settings(self, spacing: Sequence[float] | None, patch_size: Sequence[int] | int | None,
+                         patches_per_volume: int, crop_foreground: bool) -> None:
+        from musclelab.data.volumes import VolumePreprocess
+
+        self.preprocess = VolumePreprocess(tuple(spacing) if spacing else None, bool(crop_foreground))
+        patch_size = (96, 96, 96) if patch_size is None else patch_size
+        ps = [int(patch_size)] * 3 if isinstance(patch_size, int) else [int(p) for p in patch_size]
+        if len(ps) != 3 or min(ps) < 1:
+            raise ValueError(f"data.patch_size must be three positive voxel counts (D, H, W), got {patch_size}")
+        if int(patches_per_volume) < 1:
+            raise ValueError(f"data.patches_per_volume must be >= 1, got {patches_per_volume}")
+        self.patch_size = tuple(ps)
+        self.patches_per_volume = int(patches_per_volume)
+        if self.labels:
+            raise ValueError("data.labels (label subsets) is not supported for volumes yet; use data.labels=null")
 
     def setup(self, stage: str | None = None) -> None:
         """Load the source and split it (idempotent: later calls reuse the first)."""
@@ -131,11 +129,23 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.datasets = self._make_datasets(parts)
 
     def _load_source(self) -> SourceData:
-        """The pool (and optional external test set) to split; the volume data module overrides this."""
+        """The pool (and optional external test set) to split: slices, or cached volumes (which split alike)."""
+        if self.spatial_dims == 3:
+            from musclelab.data.sources import load_volume_source
+
+            vs = load_volume_source(self.name, self.source_params, self.preprocess, self.root, self.cache_dir)
+            return SourceData(vs)  # type: ignore[arg-type]  (a VolumeSet splits like a SliceSet)
         return load_source(self.name, self.img_size, self.source_params, self.root, self.cache_dir, self.labels)
 
-    def _make_datasets(self, parts: dict[str, SliceSet]) -> dict[str, Dataset]:
-        """train/val/test datasets of the split parts; the volume data module overrides this."""
+    def _make_datasets(self, parts: dict[str, Any]) -> dict[str, Dataset]:
+        """train/val/test datasets of the split parts: slices, or patches and whole volumes."""
+        if self.spatial_dims == 3:
+            return {
+                "train": VolumePatchDataset(parts["train"], self.window, self.channels, self.patch_size,
+                                            self.patches_per_volume),
+                "val": VolumeEvalDataset(parts["val"], self.window, self.channels),
+                "test": VolumeEvalDataset(parts["test"], self.window, self.channels),
+            }
         _, repeats = split_repeats(self.augment_params)   # the augmentation itself runs in the task, per batch
         return {
             "train": SliceDataset(parts["train"], self.window, self.channels, repeats, with_hu=False),
@@ -162,6 +172,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         return path
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        if self.spatial_dims == 3 and split != "train":
+            batch_size = 1   # whole volumes differ in shape
         return DataLoader(
             self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0, drop_last=False, pin_memory=self.pin_memory,

@@ -13,11 +13,7 @@ from omegaconf import DictConfig
 
 
 def task_class(spatial_dims: int) -> type[pl.LightningModule]:
-    """The task that trains and tests ``spatial_dims`` data (2: slices, 3: volumes)."""
-    if int(spatial_dims) == 3:
-        from musclelab.tasks.volume import VolumeSegmentationTask
-
-        return VolumeSegmentationTask
+    """The task that trains and tests ``spatial_dims`` data (2: slices, 3: volumes): one class for both."""
     from musclelab.tasks import SegmentationTask
 
     return SegmentationTask

@@ -32,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader
 
-from musclelab.data.datamodule import SegmentationDataModule, SliceDataset
+from musclelab.data.datamodule import SegmentationDataModule
+from musclelab.data.datasets import SliceDataset
 from musclelab.errors import ConfigError
 from musclelab.io import atomic_write_json, file_lock, make_temp_dir
 from musclelab.pretext import PRETEXT_TASKS, build_pretext_task

@@ -1,13 +1,15 @@
-"""The 3D data module (``data.spatial_dims: 3``): cached volumes, patient-level splits exactly as for slices, random
-label-class patches for training and whole volumes for sliding-window validation and testing.
+"""The datasets of the one data module: windowed slices (2D), random label-class patches and whole volumes (3D).
+
+Per item only what must happen per item: reading from the memory-mapped cache (a slice, or a patch-sized window of
+a volume) and windowing it. Nothing random happens here except the 3D patch centre; augmentation runs on whole
+batches on the device (:mod:`musclelab.data.augment`, in the task's ``on_after_batch_transfer``).
 
 Patch sampling: MONAI's label-class crop-centre rule (``generate_label_classes_crop_centers``, the sampler behind
 ``RandCropByLabelClassesd``) picks a class with equal probability among the classes present in the volume (so small
 muscles are seen as often as large ones), then a voxel of that class (from the cache's per-class index sample) as
 the patch centre. Only the patch is read from the memory-mapped volume. A patch larger than the volume along an
-axis is centred and padded (air HU, background label). The patch centre is drawn per item from torch's RNG (the
-DataLoader seeds it per worker and epoch from the run seed, so runs repeat); 3D augmentation runs on whole batches
-on the device (:mod:`musclelab.data.augment`, in the task's ``on_after_batch_transfer``).
+axis is centred and padded (air HU, background label). The centre's seed is drawn per item from torch's RNG (the
+DataLoader seeds it per worker and epoch from the run seed, so runs repeat).
 """
 from __future__ import annotations
 
@@ -15,12 +17,43 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from musclelab.data.datamodule import SegmentationDataModule
-from musclelab.data.containers import SourceData, VolumeSet
-from musclelab.data.volumes import BACKGROUND_HU, VolumePreprocess
+from musclelab.data.containers import SliceSet, VolumeSet
+from musclelab.data.volumes import BACKGROUND_HU
 from musclelab.data.windowing import apply_window
+
+
+class SliceDataset(Dataset):
+    """Windowed slices as tensors: ``image`` (C,H,W) float, ``label`` (H,W) long, ``spacing`` (2,) mm,
+    ``case_id`` str, and for evaluation sets (``with_hu``) ``hu`` (H,W) float HU. Nothing random happens per item:
+    training augmentation runs on whole batches on the device (:mod:`musclelab.data.augment`, in the task's
+    ``on_after_batch_transfer``); ``repeats`` serves each slice that many times per epoch."""
+
+    def __init__(self, slices: SliceSet, window: str, channels: int, repeats: int = 1, with_hu: bool = True) -> None:
+        self.slices = slices
+        self.repeats = repeats  # each slice served this many times per epoch (differently augmented)
+        self.window = window
+        self.channels = channels
+        self.with_hu = with_hu
+
+    def __len__(self) -> int:
+        return len(self.slices) * self.repeats
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = i % len(self.slices)
+        # windowed per item: cached images are memory-mapped and may not fit in memory as float32
+        image = torch.from_numpy(apply_window(self.slices.images[i:i + 1], self.window, self.channels)[0])
+        item = {
+            "image": image,
+            "label": torch.from_numpy(self.slices.labels[i].astype(np.int64)),
+            "spacing": torch.as_tensor(self.slices.spacing[i], dtype=torch.float64),
+            "case_id": str(self.slices.meta.at[i, "case_id"]),
+        }
+        if self.with_hu:  # evaluation items also carry the raw HU slice (for SMA/SMD)
+            item["hu"] = torch.from_numpy(np.asarray(self.slices.images[i], dtype=np.float32))
+        return item
+
 
 def read_patch(arr: np.ndarray, start: Sequence[int], size: Sequence[int], fill: float) -> np.ndarray:
     """``arr[start : start + size]`` with ``fill`` where the window leaves the array (only the window is read)."""
@@ -107,48 +140,3 @@ class VolumeEvalDataset(Dataset):
                 "label": torch.from_numpy(np.asarray(self.volumes.label(i), dtype=np.int64)),
                 "spacing": torch.as_tensor(self.volumes.spacing(i), dtype=torch.float64),
                 "case_id": str(self.volumes.meta.at[i, "case_id"]), "index": i}
-
-
-class VolumeDataModule(SegmentationDataModule):
-    """``SegmentationDataModule`` for volumes: the same patient-level splits, subsets and manifests, over a
-    cached :class:`VolumeSet` instead of slices. Volume settings: ``spacing`` (mm, z/row/col; None keeps each
-    volume's own), ``patch_size`` (voxels; the sliding-window ROI too), ``patches_per_volume``,
-    ``crop_foreground``. Validation and test loaders give one whole volume per batch."""
-
-    def __init__(self, *, spatial_dims: int = 3, spacing: Sequence[float] | None = None,
-                 patch_size: Sequence[int] | int = (96, 96, 96), patches_per_volume: int = 4,
-                 crop_foreground: bool = True, **kwargs: Any) -> None:
-        if int(spatial_dims) != 3:
-            raise ValueError(f"VolumeDataModule is for data.spatial_dims=3, got {spatial_dims}")
-        super().__init__(**kwargs)
-        self.preprocess = VolumePreprocess(tuple(spacing) if spacing else None, bool(crop_foreground))
-        ps = [int(patch_size)] * 3 if isinstance(patch_size, int) else [int(p) for p in patch_size]
-        if len(ps) != 3 or min(ps) < 1:
-            raise ValueError(f"data.patch_size must be three positive voxel counts (D, H, W), got {patch_size}")
-        if int(patches_per_volume) < 1:
-            raise ValueError(f"data.patches_per_volume must be >= 1, got {patches_per_volume}")
-        self.patch_size = tuple(ps)
-        self.patches_per_volume = int(patches_per_volume)
-        if self.labels:
-            raise ValueError("data.labels (label subsets) is not supported for volumes yet; use data.labels=null")
-
-    def _load_source(self) -> SourceData:
-        from musclelab.data.sources import load_volume_source
-
-        vs = load_volume_source(self.name, self.source_params, self.preprocess, self.root, self.cache_dir)
-        return SourceData(vs)  # type: ignore[arg-type]  (a VolumeSet splits like a SliceSet)
-
-    def _make_datasets(self, parts: dict[str, Any]) -> dict[str, Dataset]:
-        return {
-            "train": VolumePatchDataset(parts["train"], self.window, self.channels, self.patch_size,
-                                        self.patches_per_volume),
-            "val": VolumeEvalDataset(parts["val"], self.window, self.channels),
-            "test": VolumeEvalDataset(parts["test"], self.window, self.channels),
-        }
-
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        if split != "train":
-            batch_size = 1   # whole volumes differ in shape
-        return DataLoader(self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False,
-                          pin_memory=bool(getattr(self, "pin_memory", False)))
