@@ -105,7 +105,10 @@ class SegmentationTask(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.augmentation is not None:  # the run seed, one stream per rank; a resumed fit restores the state
-            self.augmentation.seed(torch.initial_seed() + 7919 * self.global_rank)
+            import os
+
+            seed = int(os.environ.get("PL_GLOBAL_SEED", torch.initial_seed()))  # set by seed_everything, also in
+            self.augmentation.seed(seed + 7919 * self.global_rank)              # ddp_spawn's processes
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches where they are (the device), one sampling grid per batch."""
