@@ -89,7 +89,9 @@ def musclelab_epochs(cfg, task_template, init_state, dm, epochs: int, run_dir: P
     task.load_state_dict(init_state)
     callbacks, _ = build_callbacks(cfg, run_dir)
     timer = EpochTimer()
-    logger = build_logger(cfg.logger.name, run_dir, "bench", None, {}, **_params(cfg.logger))
+    section = cfg.get("logger")   # (a checkout from before issue 16 composes it as {csv: {}}: the CSV logger)
+    logger = build_logger((section.get("name") if section is not None else None) or "csv", run_dir, "bench", None, {},
+                          **(_params(section) if section is not None and section.get("name") else {}))
     kwargs = {**_params(cfg.trainer, ()), "max_epochs": epochs}
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False,
                          callbacks=[*callbacks, timer], enable_progress_bar=False, enable_model_summary=False,

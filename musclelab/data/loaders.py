@@ -1,13 +1,16 @@
 """DataLoader settings chosen from measurement (``data.num_workers``, ``data.pin_memory``; null = automatic).
 
-``benchmarks/bench_pipeline.py`` on the default phantom run (2 CPU cores shared with other jobs, 1 training
-thread), in-memory and full-pipeline epochs alternating inside one fit: the full pipeline (windowing + MONAI
-augmentation per item) costs 1.19x the in-memory epoch with ``num_workers=0`` and 1.19x with one worker process
-(after running the augmentation without MetaTensor metadata, :func:`without_metadata`; before: 1.31x and 1.10x).
-A worker brings nothing measurable on a CPU, costs a process start per loader and cannot be started inside
-daemonic launcher processes, so CPU runs keep 0. On a GPU the step is ~100x shorter than on a CPU, so the same
-per-item work would leave the GPU waiting: there, worker processes (persistent across epochs) and pinned memory
-(asynchronous host-to-device copies) are the standard remedy (not measured here: no GPU was available).
+Since issue 16 a loader item is only a read from the memory-mapped cache (a slice, or a patch-sized window of a
+volume) and its HU window; augmentation runs on whole batches on the device in the task. ``benchmarks/
+bench_pipeline.py`` on the default phantom run (2 CPU cores shared with five other engineers' jobs, load ~12, one
+training thread), in-memory and full-pipeline epochs alternating inside one fit: the full pipeline costs 0.99x the
+in-memory epoch with ``num_workers=0`` and 0.97x with one worker process (both within the noise of the shared
+machine; before issue 16, with per-item MONAI augmentation: 1.19x and 1.19x). A worker brings nothing measurable on
+a CPU, costs a process start per loader and cannot be started inside daemonic launcher processes, so CPU runs keep
+0 workers, no pinning, no persistent workers. On a GPU the step is ~100x shorter than on a CPU, so even the cache
+read and windowing could leave it waiting: there, worker processes (persistent across epochs) and pinned memory
+(asynchronous host-to-device copies) are the standard remedy (not measured here: no GPU was available;
+``benchmarks/gpu.py`` measures the augmentation's share of a GPU step).
 
 Automatic choices: no CUDA device -> 0 workers, no pinning; a CUDA device -> ``min(4, cores - 1)`` persistent
 workers and pinned memory. Explicit values are kept.
