@@ -264,6 +264,9 @@ def test_slurm_requeue_is_wired(monkeypatch):
     monkeypatch.setenv("SLURM_JOB_NAME", "musclelab")
     old = signal.getsignal(signal.SIGUSR1)
     try:
+        # a fresh process: earlier in-process runs (Lightning's signal connector) may have left a handler, which
+        # install_requeue_handler rightly keeps
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         env = [p for p in trainer_plugins() if isinstance(p, SLURMEnvironment)]
         # musclelab requeues on SIGUSR1 itself; Lightning's auto-requeue (which writes hpc_ckpt_*.ckpt) is off
         assert len(env) == 1 and not env[0].auto_requeue and env[0].requeue_signal == signal.SIGUSR1
