@@ -1,7 +1,10 @@
 """The cluster path on a real one-node SLURM cluster (``.ci/slurm_up.sh``): a two-job sweep through
 ``hydra/launcher=slurm``; one job gets SLURM's pre-timeout signal (``scancel --signal=USR1 --full``), requeues,
 continues from its last epoch and must end with exactly the per-epoch metrics, test result and checkpoint files of
-the job left alone (same config). Skipped where ``slurmctld`` is not installed or the cluster cannot be started."""
+the job left alone (same config). Skipped where ``slurmctld`` is not installed or the cluster cannot be started.
+
+The cluster test is marked ``cluster``: outside the fast suite (about 2.5 min of job start-ups), run by ``.ci/run`` as
+its own step (``python -m pytest -m cluster``); the unit tests of the requeue path below run in the fast suite."""
 from __future__ import annotations
 
 import json
@@ -176,6 +179,7 @@ def _assert_same_run(ref: Path, run: Path) -> None:
     assert Path(s_run["checkpoint"]) == run / "checkpoints" / "best.ckpt"
 
 
+@pytest.mark.cluster
 @needs_slurm
 def test_requeued_jobs_match_the_uninterrupted_job(slurm_cluster: None, tmp_path: Path) -> None:
     """Sweep job 1 and a single run (``sbatch``), each sent USR1 mid-training, requeue and end exactly like sweep
