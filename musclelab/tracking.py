@@ -3,9 +3,10 @@
 Lightning already sends every ``self.log`` metric (per-epoch train/val loss and Dice, test means) to every
 logger, and W&B gets the resolved config at start (MLflow: as parameters, :mod:`musclelab.loggers`). Here:
 
-* :func:`tracking_callbacks`: the training loss of every logged step (``train/loss_step``, every
-  ``trainer.log_every_n_steps``; our own callback because the task logs the loss per epoch, which keeps
-  ``metrics.csv`` one row per epoch) and the learning rate per step (Lightning's ``LearningRateMonitor``), and
+* :func:`tracking_callbacks`: the training loss and learning rate of every logged step (``train/loss_step`` and
+  ``lr-<Optimizer>`` as Lightning names it, every ``trainer.log_every_n_steps``). Our own callback: the task logs
+  the loss per epoch (``metrics.csv`` stays one row per epoch), and Lightning's ``LearningRateMonitor`` also
+  writes into ``trainer.callback_metrics``, which would add a column to ``metrics.csv``; and
   :class:`ValidationOverlays`: every ``callbacks.val_overlays.every_n_epochs`` epochs, the first
   ``callbacks.val_overlays.cases`` validation slices with their predictions as an image (2D models; only with a
   logger that shows images);
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, LearningRateMonitor
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import Logger
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,19 @@ def log_images(loggers: Sequence[Logger], key: str, paths: Sequence[Path], step:
                 lg.experiment.log_artifact(lg.run_id, str(p), f"images/{key.replace('/', '_')}")
 
 
+def learning_rates(trainer: pl.Trainer) -> dict[str, float]:
+    """The current learning rate of every optimiser (and parameter group): ``lr-Adam``, ``lr-Adam/pg1``, ..."""
+    out: dict[str, float] = {}
+    for i, opt in enumerate(trainer.optimizers):
+        name = f"lr-{type(opt).__name__}" + (f"-{i}" if len(trainer.optimizers) > 1 else "")
+        for j, group in enumerate(opt.param_groups):
+            out[name + (f"/pg{j + 1}" if len(opt.param_groups) > 1 else "")] = float(group["lr"])
+    return out
+
+
 class StepLoss(Callback):
-    """``train/loss_step`` to every logger every ``trainer.log_every_n_steps`` optimiser steps."""
+    """``train/loss_step`` and the learning rates to every logger every ``trainer.log_every_n_steps`` optimiser
+    steps (sent to the loggers only, not to ``trainer.callback_metrics``)."""
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -70,8 +82,9 @@ class StepLoss(Callback):
         if loss is None or not trainer.loggers or step % max(1, trainer.log_every_n_steps):
             return
         if trainer.global_rank == 0:
+            metrics = {"train/loss_step": float(loss.detach()), **learning_rates(trainer)}
             for lg in trainer.loggers:
-                lg.log_metrics({"train/loss_step": float(loss.detach())}, step=step)
+                lg.log_metrics(metrics, step=step)
 
 
 class ValidationOverlays(Callback):
@@ -119,7 +132,7 @@ def tracking_callbacks(loggers: Sequence[Logger], run_dir: Path, val_overlays: d
     if not loggers:
         return []
     settings = dict(val_overlays or {})
-    out: list[Callback] = [StepLoss(), LearningRateMonitor(logging_interval="step")]
+    out: list[Callback] = [StepLoss()]
     if any(_kind(lg) in ("wandb", "tensorboard", "mlflow") for lg in loggers):
         out.append(ValidationOverlays(run_dir, int(settings.get("cases", 4)), int(settings.get("every_n_epochs", 1))))
     return out

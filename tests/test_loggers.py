@@ -76,6 +76,8 @@ def test_wandb_offline_gets_overlays_table_and_tags(logged_run: tuple[Path, Path
     assert len(data["data"]) == len(pd.read_csv(run_dir / "test_cases.csv")) and "dice" in data["columns"]
     steps = pd.read_csv(run_dir / "csv" / "metrics.csv")  # the same per-step metrics every logger got
     assert {"train/loss_step", "lr-Adam"} <= set(steps.columns)
+    epochs = pd.read_csv(run_dir / "metrics.csv")  # the run's own per-epoch file keeps its columns
+    assert list(epochs.columns) == ["epoch", "step", "val_loss", "val_dice", "train_loss", "train_dice", "lr", "time_s"]
 
 
 def test_wandb_tags_group_and_logger_layouts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,11 +90,11 @@ def test_wandb_tags_group_and_logger_layouts(tmp_path: Path, monkeypatch: pytest
 
 
 def test_csv_alone_gets_step_metrics_but_no_overlay_images(tmp_path: Path) -> None:
-    from musclelab.tracking import LearningRateMonitor, StepLoss, ValidationOverlays, tracking_callbacks
+    from musclelab.tracking import StepLoss, ValidationOverlays, tracking_callbacks
 
     csv = build_loggers({"csv": {}}, tmp_path, "run", None, {})
     kinds = {type(c) for c in tracking_callbacks(csv, tmp_path, {"cases": 2})}
-    assert kinds == {StepLoss, LearningRateMonitor}
+    assert kinds == {StepLoss}
     assert tracking_callbacks([], tmp_path, None) == []
     tb = build_loggers({"csv": {}, "tensorboard": {}}, tmp_path, "run", None, {})
     assert ValidationOverlays in {type(c) for c in tracking_callbacks(tb, tmp_path, {"cases": 2})}
