@@ -46,10 +46,8 @@ class EpochMetricsCSV(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        # epoch-level metrics only: the step-wise learning rate of LearningRateMonitor ("lr-Adam") has its own
-        # column here ("lr", the rate of this epoch)
         metrics = {csv_column(k): float(v) for k, v in trainer.callback_metrics.items()
-                   if v.numel() == 1 and not k.startswith(("test/", "lr-"))}
+                   if v.numel() == 1 and not k.startswith("test/")}
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
         row["lr"] = self._lr
         row["time_s"] = round(time.perf_counter() - self._t0, 3)
