@@ -85,3 +85,9 @@ def timed(fn: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn`` in seconds over ``repeats`` calls, after one warm-up call."""
+    fn()
+    return statistics.median(timed(fn) for _ in range(repeats))

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import torch
 
+from _common import median_time
 from musclelab.data.augment import AugmentSettings, BatchAugment
 
 
@@ -56,13 +55,7 @@ def batched(nd: int, elastic: bool) -> BatchAugment:
 
 
 def rate(fn, items: int, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return items / statistics.median(times)
+    return items / median_time(fn, repeats)
 
 
 def main() -> int:

@@ -16,13 +16,12 @@ deterministic algorithms on.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 from torchmetrics.segmentation import DiceScore
 
+from _common import median_time
 from musclelab.tasks.train_metrics import EpochDice
 
 CASES = [("2D binary", 2, (8, 128, 128)), ("2D multi-class (muscles)", 6, (8, 128, 128)),
@@ -31,13 +30,7 @@ CASES = [("2D binary", 2, (8, 128, 128)), ("2D multi-class (muscles)", 6, (8, 12
 
 
 def ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    return 1000 * median_time(fn, repeats)
 
 
 def main() -> int:
