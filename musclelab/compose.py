@@ -112,7 +112,13 @@ def _config_sweep(args: list[str]) -> list[str]:
             cfg = compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException):
         return []  # precheck_overrides reports the composition error itself
-    params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=False) or {}
+    node = cfg.hydra.sweeper.get("params") or {}
+    params = OmegaConf.to_container(node, resolve=False) or {}
+    for key in params:  # as Hydra's sweeper reads them: interpolations (``${table2.smoke}``) resolved
+        try:
+            params[key] = node[key]
+        except OmegaConfBaseException:  # resolves only inside Hydra's app (``${hydra:...}``): checked as written
+            pass
     given = {a.split("=", 1)[0].lstrip("+~") for a in overrides if "=" in a}
     return [f"{k}={v}" for k, v in params.items() if k not in given]
 

@@ -467,6 +467,18 @@ def test_a_sweep_checks_every_jobs_inputs_before_the_first(tmp_path, capsys):
     assert "init.checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("experiment", ["kawamoto2024_smoke", "kawamoto2024"])
+def test_the_sweep_precheck_reads_an_experiments_grid_as_hydra_does(experiment, tmp_path, capsys):
+    """A grid written through an interpolation (``data.labels: ${table2.smoke}``) is resolved before it is checked,
+    as Hydra's sweeper resolves it: every label set is a valid job, so the precheck passes (it refused the whole
+    interpolated string as one value of data.labels, and `musclelab train -m experiment=kawamoto2024_smoke` ran no
+    job)."""
+    from musclelab.compose import precheck
+
+    precheck("train", ["-m", f"experiment={experiment}", f"paths.root_dir={tmp_path}"])
+    assert "data.labels" not in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------------------------------------------
 # untrusted files
 # --------------------------------------------------------------------------------------------------------------
