@@ -72,8 +72,9 @@ def evaluate_baseline(name: str, params: dict[str, Any], dataset: Any, class_nam
     :func:`~musclelab.metrics.case_metrics` keys and, for binary targets with ``body_composition``, SMA/SMD), up to
     ``n_examples`` overlay examples, and the summed prediction time (the thresholding only, not the scoring).
     """
+    from musclelab.evaluation.original_grid import (NETWORK, ORIGINAL, body_composition_row, original_of,
+                                                    upsample_labels)
     from musclelab.metrics import case_metrics
-    from musclelab.metrics.body_composition import body_composition as body_comp
 
     if len(class_names) != 2:
         raise ValueError(f"model={name} is a binary baseline, but the data has {len(class_names)} classes "
@@ -90,9 +91,13 @@ def evaluate_baseline(name: str, params: dict[str, Any], dataset: Any, class_nam
         seconds += time.perf_counter() - t0
         row: dict[str, Any] = {"case_id": item["case_id"], "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1]}
         row.update(case_metrics(pred, label, spacing, class_names))
-        if body_composition:
-            bc = body_comp(pred, label, hu, spacing)
-            row.update({("dice_pp" if k == "dice" else k): v for k, v in bc.items()})
+        if body_composition:  # scored as a model's prediction: on the slice as acquired when the set has it
+            orig = original_of(getattr(dataset, "slices", None), str(item["case_id"]))
+            if orig is not None:
+                row.update(body_composition_row(upsample_labels(pred, orig.hu.shape), orig.label, orig.hu,
+                                                orig.spacing, ORIGINAL))
+            else:
+                row.update(body_composition_row(pred, label, hu, spacing, NETWORK))
         rows.append(row)
         if len(examples) < n_examples:
             examples.append({"case_id": item["case_id"], "image": item["image"].numpy(), "label": label,

@@ -347,6 +347,8 @@ RULES: list[Rule] = [
     Rule("data.source.phantom_seed", "int", ge=0),
     Rule("data.source.n_observers", "int", ge=0, when=PHANTOM),
     Rule("data.source.observer_cases", "int", ge=1, nullable=True, when=PHANTOM),
+    Rule("data.source.native_size", "int", ge=32, nullable=True, when=PHANTOM,
+         note="the acquired slice's size in px (>= data.img_size), or null"),
     Rule("data.source.site", "name", registry=_liver_sites, when=ABDOMEN),
     Rule("data.source.test_site", "name", registry=_liver_sites, when=ABDOMEN, nullable=True),
     Rule("data.source.target", "name", registry=_liver_targets, when=ABDOMEN),

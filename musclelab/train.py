@@ -31,6 +31,7 @@ from musclelab.data.containers import SliceSet
 from musclelab.data.sources import check_labels_early, source_form
 from musclelab.errors import ConfigError
 from musclelab.hparams_search import metric_value
+from musclelab.evaluation.original_grid import NETWORK, ORIGINAL, original_of
 from musclelab.evaluation.volume_from_slices import check_level, level_rows, summarize_levels
 from musclelab.io import atomic_write_json, atomic_write_text
 from musclelab.loggers import WANDB_ID_FILE, build_loggers, check_loggers, finish_wandb
@@ -331,7 +332,9 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
     """``observers.csv``: every extra annotator of each binary test slice scored against the reference
     (Dice, RMS-DTA in cm, SMA/SMD differences) — the human-observer band of the McSweeney comparison. Each slice
     is scored for the observers who annotated it (``meta["observer_names"]`` when the source lists them), raw
-    (the plain columns) and after the models' bone post-processing (``*_pp``), so both compare like with like."""
+    (the plain columns) and after the models' bone post-processing (``*_pp``), so both compare like with like:
+    on the slice as acquired when the test set has its original (``bc_grid``: original | network, as the models'
+    rows in ``test_cases.csv``)."""
     if not test_set.observers or len(test_set.class_names) != 2:
         return None
     frames = []
@@ -344,12 +347,18 @@ def write_observer_agreement(test_set: SliceSet, run_dir: Path) -> Path | None:
         masks = {name: obs[i] for name, obs in test_set.observers.items() if name in mine}
         if not masks:
             continue
-        image, spacing = np.asarray(test_set.images[i], np.float32), tuple(test_set.spacing[i])
-        df = observer_agreement(masks, test_set.labels[i], image, spacing)
+        orig = original_of(test_set, case_id)  # the contours as drawn, on the slice as acquired (as the models)
+        if orig is not None and orig.observers:
+            masks = {name: m for name, m in orig.observers.items() if name in masks}
+            image, reference, spacing, grid = orig.hu, orig.label, orig.spacing, ORIGINAL
+        else:
+            image, spacing = np.asarray(test_set.images[i], np.float32), tuple(test_set.spacing[i])
+            reference, grid = test_set.labels[i], NETWORK
+        df = observer_agreement(masks, reference, image, spacing)
         # also post-processed exactly like a model's prediction (>175 HU dilated by 2 mm removed): columns *_pp
-        pp = observer_agreement(masks, test_set.labels[i], image, spacing, postprocess=True)
+        pp = observer_agreement(masks, reference, image, spacing, postprocess=True)
         df = df.merge(pp.add_suffix("_pp").rename(columns={"observer_pp": "observer"}), on="observer")
-        frames.append(df.assign(case_id=case_id))
+        frames.append(df.assign(case_id=case_id, bc_grid=grid))
     if not frames:
         return None
     table = pd.concat(frames, ignore_index=True)

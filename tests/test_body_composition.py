@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import ndimage, stats
 
 from musclelab.metrics import (
@@ -330,3 +331,53 @@ def test_observer_agreement_perturbed_masks():
     raw = observer_agreement({"o": with_bone}, reference, img, sp)
     pp = observer_agreement({"o": with_bone}, reference, img, sp, postprocess=True)
     assert raw.loc[0, "sma_diff"] > 0 and pp.loc[0, "sma_diff"] == pytest.approx(0.0)
+
+
+# --------------------------------------------------------------------------- scored on the slice as acquired
+
+
+def _thin_cortex_slice(size: int = 128, spacing_mm: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
+    """A muscle block touching a one-pixel cortical plate (450 HU) at the original resolution."""
+    img = np.full((size, size), FAT_HU, np.float32)
+    muscle = rect((size, size), 32, 96, 20, 64)
+    img[muscle] = MUSCLE_HU
+    img[32:96, 64] = 450.0  # 0.8 mm of cortex: bone on the acquired slice, partial-volumed away when resized
+    img[32:96, 65:100] = MUSCLE_HU
+    return img, muscle.astype(np.uint8)
+
+
+def test_bone_removal_on_the_original_slice_sees_thin_cortex_the_resized_slice_loses():
+    from musclelab.data.preprocess import resize_slices
+    from musclelab.evaluation.original_grid import NETWORK, ORIGINAL, body_composition_row, upsample_logits
+
+    img, muscle = _thin_cortex_slice()
+    sp, size = 0.8, 32                                      # 128 px at 0.8 mm -> 32 px at 3.2 mm
+    small, small_lab = resize_slices(img[None], muscle[None], size)
+    small, small_lab = small[0], small_lab[0]
+    assert small.max() < 175 < img.max()                    # the cortex is no longer bone on the network's grid
+    logits = torch.from_numpy(np.where(small_lab > 0, 8.0, -8.0).astype(np.float32))[None]  # a perfect network
+    net = body_composition_row(small_lab, small_lab, small, (sp * 4, sp * 4), NETWORK)
+    orig = body_composition_row(upsample_logits(logits, img.shape), muscle, img, (sp, sp), ORIGINAL)
+    assert net["sma_removed"] == 0.0 and net["bc_grid"] == "network"   # nothing removed: the wrong answer
+    # on the original: muscle within 2 mm of the plate (columns 62, 63 at 0.8 mm: 1.6 and 0.8 mm) removed
+    expected = removed_by_edt(upsample_logits(logits, img.shape).astype(bool), img, (sp, sp))
+    assert orig["sma_pred"] == pytest.approx(sma_cm2(expected, sp))
+    assert orig["sma_removed"] == pytest.approx(sma_cm2(upsample_logits(logits, img.shape), sp) - orig["sma_pred"])
+    assert 0.75 < orig["sma_removed"] < 0.85                # about two 0.8 mm columns along the 51 mm plate
+    assert orig["bc_grid"] == "original" and orig["bc_spacing_row_mm"] == sp
+    assert orig["dice_raw"] > 0.98 and orig["sma_pred_raw"] > orig["sma_pred"]
+
+
+def test_logits_interpolated_to_the_original_grid_place_the_boundary_better_than_a_nearest_mask():
+    from musclelab.evaluation.original_grid import upsample_labels, upsample_logits
+
+    big, small, r = 128, 32, 37.3                          # a disc, radius in original pixels
+    yy, xx = np.mgrid[0:big, 0:big] + 0.5 - big / 2
+    truth = np.hypot(yy, xx) <= r
+    c = (np.arange(small) + 0.5) * big / small - big / 2    # the network's pixel centres (align_corners=False)
+    sdf = torch.from_numpy((r - np.hypot(*np.meshgrid(c, c, indexing="ij"))).astype(np.float32))[None]
+    by_logits = upsample_logits(sdf, truth.shape).astype(bool)
+    by_mask = upsample_labels((sdf[0] > 0).numpy().astype(np.uint8), truth.shape).astype(bool)
+    assert by_logits.shape == truth.shape
+    assert abs(int(by_logits.sum()) - int(truth.sum())) < abs(int(by_mask.sum()) - int(truth.sum()))
+    assert dice(by_logits, truth) > dice(by_mask, truth) > 0.95

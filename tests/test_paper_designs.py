@@ -257,7 +257,7 @@ def test_observers_with_per_image_sets_make_the_test_set_and_are_scored_on_their
 
     root = tmp_path / "l3"
     _observer_folder(root)
-    dm = SegmentationDataModule("l3_folder", img_size=32, root=str(root), cache_dir=str(tmp_path / "cache"),
+    dm = SegmentationDataModule("l3_folder", img_size=16, root=str(root), cache_dir=str(tmp_path / "cache"),
                                 split="kfold_val", test_set="observers", n_folds=2)
     dm.setup()
     test = dm.datasets["test"].slices
@@ -271,6 +271,46 @@ def test_observers_with_per_image_sets_make_the_test_set_and_are_scored_on_their
     assert (rows["dice"] > 0.5).all()       # each scored on an image they contoured (not an empty mask)
     # scored like a model too: after the >175 HU bone post-processing (the report compares those with dice_pp)
     assert {"dice_pp", "rms_dta_cm_pp", "sma_diff_pp", "smd_diff_pp"} <= set(rows.columns)
+    # on the slices as acquired, re-read from data.root (the cache holds them at 16 px)
+    assert (rows["bc_grid"] == "original").all()
+    orig = test.originals("c00")
+    assert orig.hu.shape == (32, 32) and test.images[0].shape == (16, 16)
+    assert sorted(orig.observers) == ["a1", "a2", "a3"]
+    # a slice set without originals (a cache read by code that cannot re-read them) falls back, saying so
+    from dataclasses import replace
+
+    write_observer_agreement(replace(test, originals=None), tmp_path)
+    assert (pd.read_csv(tmp_path / "observers.csv")["bc_grid"] == "network").all()
+
+
+def test_mcsweeney_bone_removal_runs_on_the_acquired_slice_for_models_and_observers(tmp_path) -> None:
+    """The phantom acquired at native_size, the network at img_size: the smoke's and the full design's grids,
+    every test slice's body composition scored on the original (test_cases.csv and observers.csv alike)."""
+    import numpy as np
+    import pandas as pd
+
+    from conftest import compose_cfg
+    from musclelab.data.phantom_sources import l3_slices
+    from musclelab.data.preprocess import resize_slices
+    from musclelab.train import train
+
+    full, smoke = _composed("experiment=mcsweeney2022"), _composed("experiment=mcsweeney2022_smoke")
+    assert (full.data.source.native_size, full.data.img_size) == (512, 224)
+    assert (smoke.data.source.native_size, smoke.data.img_size) == (128, 64)
+    assert "on the original slice" in design(full)["bone removal"]["value"]
+    pool = l3_slices(img_size=32, native_size=64, n_cases=6, n_observers=2, observer_cases=2).pool
+    o = pool.originals(str(pool.meta["case_id"][5]))
+    assert o.hu.shape == (64, 64) and np.allclose(o.spacing, pool.spacing[5] / 2)
+    np.testing.assert_allclose(resize_slices(o.hu[None], None, 32)[0][0], pool.images[5], atol=1e-3)
+    assert sorted(o.observers) == ["observer_1", "observer_2"] and not pool.originals("phantom-a-0000").observers
+    run = tmp_path / "run"
+    train(compose_cfg(run, ["data.img_size=32", "data.source.native_size=64", "eval.body_composition=true",
+                            "data.source.n_observers=2", "logger=none", "data.source.n_cases=12"]))
+    cases, obs = pd.read_csv(run / "test_cases.csv"), pd.read_csv(run / "observers.csv")
+    assert (cases["bc_grid"] == "original").all() and (obs["bc_grid"] == "original").all()
+    assert np.allclose(cases["bc_spacing_row_mm"], cases["spacing_row_mm"] / 2)
+    assert {"dice_pp", "dice_raw", "sma_pred_raw", "smd_pred_raw"} <= set(cases.columns)
+    assert {"dice", "dice_pp", "sma_diff_pp"} <= set(obs.columns)
 
 
 def test_dunnett_control_is_the_per_image_observer_mean() -> None:

@@ -3,6 +3,8 @@
 * :class:`SliceSet`: 2D slices in HU with labels, spacing (mm), meta and class names (in memory, or memory-mapped
   from the slice store, :mod:`musclelab.data.cache`); subsets are lazy :class:`RowView` s of the memory map.
 * :class:`VolumeSet`: the volume store's cached volumes (:mod:`musclelab.data.volume_cache`), opened lazily.
+* :class:`OriginalSlice`: one slice as acquired (original resolution, HU) with its reference and observers'
+  contours: what the McSweeney bone post-processing and SMA/SMD are measured on (``SliceSet.originals``).
 * :class:`SourceData`: what a source hands the datamodule: the pool to split, an optional external test set and,
   for volume-level scoring of 2D models (``eval.level``), a loader of the whole volumes behind the slices
   (patient id -> :class:`~musclelab.data.case.Case` s).
@@ -57,6 +59,22 @@ def _rows(array: "np.ndarray | RowView", index: np.ndarray) -> "np.ndarray | Row
     return RowView(array, index) if isinstance(array, (np.memmap, RowView)) else array[index]
 
 
+@dataclass(frozen=True)
+class OriginalSlice:
+    """One slice at its original resolution: ``hu`` float HU ``(h, w)``, ``label`` the reference ``(h, w)`` (the
+    slice set's classes), ``spacing`` (row, col) mm per pixel and ``observers`` name -> ``(h, w)`` mask of the
+    observers who contoured it (empty when none)."""
+
+    hu: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, float]
+    observers: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+#: ``originals(case_id)``: a slice's :class:`OriginalSlice`, read on demand (the test cases only are asked for)
+OriginalLoader = Callable[[str], OriginalSlice]
+
+
 @dataclass
 class SliceSet:
     """2D slices with labels and physical spacing.
@@ -67,6 +85,9 @@ class SliceSet:
     class_names: label value -> name, background first.
     observers: optional extra annotations of the same slices, observer name -> ``(N, H, W)`` label maps
     (human readers of an L3 folder, or the phantom's simulated observers).
+    originals: optional ``originals(case_id) -> OriginalSlice``: the slice as acquired (before the resize to
+    ``data.img_size``), read on demand; body composition is then scored on it (``eval.body_composition``).
+    None: the slices are the originals (generated at this size), or the source cannot re-read them.
     """
 
     images: np.ndarray
@@ -75,6 +96,7 @@ class SliceSet:
     meta: pd.DataFrame
     class_names: tuple[str, ...]
     observers: dict[str, np.ndarray] | None = None
+    originals: OriginalLoader | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -92,7 +114,7 @@ class SliceSet:
         """The slices at ``index`` (in that order)."""
         observers = {k: v[index] for k, v in self.observers.items()} if self.observers else None
         return SliceSet(_rows(self.images, index), _rows(self.labels, index), self.spacing[index],
-                        self.meta.iloc[index].reset_index(drop=True), self.class_names, observers)
+                        self.meta.iloc[index].reset_index(drop=True), self.class_names, observers, self.originals)
 
     @staticmethod
     def concat(parts: list["SliceSet"]) -> "SliceSet":
@@ -103,9 +125,12 @@ class SliceSet:
         observers = None
         if all(p.observers for p in parts) and len({tuple(sorted(p.observers)) for p in parts}) == 1:
             observers = {k: np.concatenate([p.observers[k] for p in parts]) for k in parts[0].observers}
+        loaders = {id(p.originals): p.originals for p in parts}
+        originals = parts[0].originals if len(loaders) == 1 else None  # one loader for all parts, or none
         return SliceSet(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]),
                         np.concatenate([p.spacing for p in parts]),
-                        pd.concat([p.meta for p in parts], ignore_index=True), parts[0].class_names, observers)
+                        pd.concat([p.meta for p in parts], ignore_index=True), parts[0].class_names, observers,
+                        originals)
 
 
 @dataclass

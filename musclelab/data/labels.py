@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 import numpy as np
 
-from musclelab.data.containers import SliceSet, SourceData
+from musclelab.data.containers import OriginalSlice, SliceSet, SourceData
 from musclelab.errors import ConfigError
 
 FIELD = "data.labels"
@@ -78,15 +78,23 @@ def subset_names(labels: Sequence[str], class_names: Sequence[str]) -> tuple[str
 def apply_labels(slices: SliceSet, labels: Sequence[str] | None) -> SliceSet:
     """A :class:`~musclelab.data.containers.SliceSet` relabelled to the subset ``labels`` (``None``: unchanged).
 
-    Labels (and any observers' masks) are mapped in memory; images, spacing and meta are shared."""
+    Labels (and any observers' masks, also those of the originals) are mapped in memory; images, spacing and meta are shared."""
     if labels is None:
         return slices
     names = tuple(slices.class_names)
     values = resolve_labels(labels, names)
     lut = label_lut(values, len(names))
     observers = {k: lut[np.asarray(v)] for k, v in slices.observers.items()} if slices.observers else None
+    originals = None
+    if slices.originals is not None:  # the originals' contours carry the same classes
+        load = slices.originals
+
+        def originals(case_id: str) -> OriginalSlice:
+            o = load(case_id)
+            return replace(o, label=lut[np.asarray(o.label)],
+                           observers={k: lut[np.asarray(v)] for k, v in o.observers.items()})
     return SliceSet(slices.images, lut[np.asarray(slices.labels)], slices.spacing, slices.meta,
-                    subset_names(labels, names), observers)
+                    subset_names(labels, names), observers, originals)
 
 
 def apply_to_source(data: SourceData, labels: Sequence[str] | None) -> SourceData:

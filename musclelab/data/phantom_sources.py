@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from musclelab.data.case import Case
-from musclelab.data.containers import SliceSet, SourceData
+from musclelab.data.containers import OriginalSlice, SliceSet, SourceData
 from musclelab.data.volume_cache import GeneratedVolumes, VolumeItems
 
 # --- the L3 phantom (2D) ----------------------------------------------------------------------------------------
@@ -29,34 +29,68 @@ def l3_class_names(target: str = "muscle", **_: Any) -> tuple[str, ...] | None:
 def l3_slices(
     *, img_size: int, target: str = "muscle", site: str = "a", n_cases: int = 160,
     test_site: str | None = None, n_test_cases: int = 40, phantom_seed: int = 0, n_observers: int = 0,
-    observer_cases: int | None = None,
+    observer_cases: int | None = None, native_size: int | None = None,
 ) -> SourceData:
     """The built-in L3 phantom: ``n_cases`` subjects at ``site``; with ``test_site`` the test set is
     ``n_test_cases`` subjects of that other site (domain shift) instead of a hold-out of the pool.
     ``n_observers`` simulated readers re-contour every slice (for comparisons with human observers), or only the
     last ``observer_cases`` subjects of the pool (meta ``has_observers``; as the paper's observers contoured
-    only its 37 test images: ``data.test_set=observers`` makes them the test set)."""
+    only its 37 test images: ``data.test_set=observers`` makes them the test set).
+    ``native_size``: acquire the slices at this size (px; the scanner's grid, e.g. 512) and resize them to
+    ``img_size`` exactly as the slice store resizes real CT (:func:`musclelab.data.preprocess.resize_slices`);
+    the observers contour the acquired slice. The slices as acquired are then the set's ``originals``
+    (regenerated on demand: subject ``i`` depends only on the seed, site and ``i``), on which body composition
+    is scored. None: generated at ``img_size``, which is then also the original grid."""
     from musclelab.phantoms.l3 import LABEL_MAPS, generate_phantom, observer_masks
 
     if target not in LABEL_MAPS:
         raise ValueError(f"data.target '{target}' unknown for the phantom; known targets: {', '.join(LABEL_MAPS)}")
+    size = int(native_size) if native_size else int(img_size)
+    if size < int(img_size):
+        raise ValueError(f"data.source.native_size={native_size} is smaller than data.img_size={img_size}: the "
+                         "acquired slice must be at least the network's size (or null)")
+    resized = size != int(img_size)
+
+    def observers_of(labels: np.ndarray, spacing: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """``(n, n_observers, H, W)`` simulated contours of the subjects ``index`` (seeded per subject)."""
+        return np.stack([observer_masks(lab, sp, n_observers, seed=(phantom_seed, int(i)))
+                         for lab, sp, i in zip(labels, spacing, index)])
 
     def make(site_: str, n: int) -> SliceSet:
-        ph = generate_phantom(n=n, size=img_size, site=site_, seed=phantom_seed)
+        from musclelab.data.preprocess import resize_labels, resize_slices
+
+        ph = generate_phantom(n=n, size=size, site=site_, seed=phantom_seed)
         meta = ph.meta.copy()
         if "case_id" not in meta.columns:
             meta["case_id"] = meta["patient_id"]
-        labels, spacing = ph.labels[target], np.asarray(ph.spacing, float)
+        images, labels, spacing = ph.images.astype(np.float32), ph.labels[target], np.asarray(ph.spacing, float)
         observers = None
         if n_observers > 0:
-            per_case = np.stack([observer_masks(labels[i], spacing[i], n_observers, seed=(phantom_seed, i))
-                                 for i in range(len(labels))])
-            observers = {f"observer_{j + 1}": per_case[:, j] for j in range(n_observers)}
+            per_case = observers_of(labels, spacing, np.arange(len(labels)))
+            observers = {f"observer_{j + 1}": resize_labels(per_case[:, j], img_size) for j in range(n_observers)}
             if observer_cases is not None and site_ == site:  # the pool: only the last observer_cases subjects
                 if not 0 < observer_cases < len(labels):
                     raise ValueError(f"data.source.observer_cases={observer_cases} must be in 1..{len(labels) - 1}")
                 meta["has_observers"] = np.arange(len(labels)) >= len(labels) - observer_cases
-        return SliceSet(ph.images.astype(np.float32), labels, spacing, meta, tuple(LABEL_MAPS[target]), observers)
+        originals = None
+        if resized:
+            images, labels = resize_slices(images, labels, int(img_size))
+            spacing = spacing * (size / int(img_size))
+            meta["native_size"] = size
+            meta["size"], meta["spacing_row_mm"], meta["spacing_col_mm"] = int(img_size), spacing[:, 0], spacing[:, 1]
+            index_of = {str(c): i for i, c in enumerate(meta["case_id"])}
+            contoured = meta["has_observers"].to_numpy(bool) if "has_observers" in meta else np.ones(n, bool)
+
+            def originals(case_id: str) -> OriginalSlice:
+                i = index_of[str(case_id)]
+                one = generate_phantom(n=1, size=size, site=site_, seed=phantom_seed, start=i)
+                lab, sp = one.labels[target][0], np.asarray(one.spacing[0], float)
+                obs = {}
+                if n_observers > 0 and contoured[i]:
+                    per = observers_of(lab[None], sp[None], np.array([i]))[0]
+                    obs = {f"observer_{j + 1}": per[j] for j in range(n_observers)}
+                return OriginalSlice(one.images[0].astype(np.float32), lab, (float(sp[0]), float(sp[1])), obs)
+        return SliceSet(images, labels, spacing, meta, tuple(LABEL_MAPS[target]), observers, originals)
 
     pool = make(site, n_cases)
     external = make(test_site, n_test_cases) if test_site else None

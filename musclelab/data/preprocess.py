@@ -153,6 +153,12 @@ def _resize_stack(images: np.ndarray, labels: np.ndarray | None, size: int) -> t
     return out_img, out_lab
 
 
+def resize_slices(images: np.ndarray, labels: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize ``(n, H, W)`` HU slices and their labels to ``(n, size, size)`` exactly as the slice store does
+    (images bilinear, anti-aliased when shrinking; labels nearest-exact)."""
+    return _resize_stack(images, labels, size)
+
+
 def resize_labels(labels: np.ndarray, size: int | None) -> np.ndarray:
     """Resize a ``(n, H, W)`` label stack to ``(n, size, size)`` exactly as cached labels are (nearest-exact);
     unchanged when ``size`` is None or already the size."""

@@ -24,7 +24,8 @@ import numpy as np
 
 from musclelab.data import phantom_sources as ph
 from musclelab.data.case import Case
-from musclelab.data.containers import SliceSet, SourceData, VolumeLoader, VolumeSet
+from musclelab.data.containers import (OriginalLoader, OriginalSlice, SliceSet, SourceData, VolumeLoader,
+                                       VolumeSet)
 from musclelab.data.labels import apply_to_source, resolve_labels
 from musclelab.errors import ConfigError
 from musclelab.registry import Registry
@@ -100,6 +101,7 @@ def _reader_slices(name: str) -> Callable[..., SourceData]:
         pool = SliceCache.build_or_load(rdr, SlicePreprocess(img_size=img_size, slices=slices, margin=margin),
                                         cache_dir, name)
         pool.observers = reader_observers(rdr, pool, img_size)
+        pool.originals = reader_originals(rdr, pool)  # the slices as acquired, re-read for the test cases
         return SourceData(pool, volumes=reader_volumes(rdr, img_size))  # whole volumes for eval.level=volume
 
     slices.__doc__ = f"Data set '{name}' from data.root through the '{name}' reader and the slice store."
@@ -166,6 +168,42 @@ def reader_observers(reader: Any, pool: SliceSet, img_size: int) -> dict[str, np
         pool.meta["has_observers"] = has
     pool.meta["observer_names"] = present
     return {n: np.stack(v) for n, v in per_name.items()}
+
+
+def reader_originals(reader: Any, pool: SliceSet) -> OriginalLoader:
+    """``originals(case_id)``: a cached slice as acquired — re-read from ``data.root`` through the reader at its
+    own resolution, HU and spacing, with its reference and its observers' masks (:class:`OriginalSlice`).
+
+    Re-read rather than stored: only the test cases are asked for, and caches built before originals existed
+    load unchanged. The cache's key covers the source files (``os.stat``), so the slice re-read is the one the
+    cache was built from; a case that can no longer be read raises ``OSError``/``ValueError`` and the caller
+    scores on the network grid (saying so)."""
+    from musclelab.data.preprocess import SlicePreprocess, case_to_slice_arrays
+
+    refs = {str(r.case_id): r for r in reader.scan()}
+    rows = {str(c): (str(s), int(z)) for c, s, z in zip(pool.meta["case_id"], pool.meta["source_case_id"],
+                                                       pool.meta["slice_index"])}
+    native = SlicePreprocess(img_size=None, slices="all")  # the in-plane grid as acquired
+    last: dict[str, Any] = {}  # the last decoded case: consecutive test slices of one volume decode it once
+
+    def originals(case_id: str) -> OriginalSlice:
+        source_id, z = rows[str(case_id)]
+        ref = refs.get(source_id)
+        if ref is None:
+            raise ValueError(f"case '{source_id}' is no longer in data.root")
+        if last.get("id") != source_id:
+            case = reader.load(ref)
+            last.clear()
+            last.update(id=source_id, arrays=case_to_slice_arrays(case, native),
+                        observers=reader.observer_masks(ref) if ref.observers else {})
+        images, labels, spacing, _ = last["arrays"]
+        if labels is None:
+            raise ValueError(f"case '{source_id}' has no label map")
+        obs = {n: (m if m.ndim == 2 else m[z]) for n, m in last["observers"].items()}
+        return OriginalSlice(np.asarray(images[z], np.float32), np.asarray(labels[z], np.uint8),
+                             (float(spacing[z, 0]), float(spacing[z, 1])), obs)
+
+    return originals
 
 
 def reader_volumes(reader: Any, img_size: int | None) -> VolumeLoader:

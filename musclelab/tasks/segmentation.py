@@ -27,9 +27,11 @@ import torch
 
 from musclelab.checkpoint_meta import add_to_checkpoint
 from musclelab.data.augment import build_augmentation
+from musclelab.evaluation.original_grid import (NETWORK, ORIGINAL, body_composition_row, original_of,
+                                                upsample_logits)
 from musclelab.inference import SlidingWindow, sliding_window_logits
 from musclelab.losses import build_loss, logits_to_labels
-from musclelab.metrics import body_composition, case_metrics
+from musclelab.metrics import case_metrics
 from musclelab.metrics.volume import volume_rows
 from musclelab.models import build_model
 from musclelab.optim import build_optimizer, build_scheduler
@@ -56,8 +58,9 @@ class SegmentationTask(pl.LightningModule):
         meta: free-form metadata saved in the checkpoint (window, data set, ...).
         body_composition: also score each binary test case by SMA (cm²) and SMD (HU) after the McSweeney bone
             post-processing (>175 HU dilated by 2 mm removed from the prediction): columns ``sma_*``, ``smd_*``
-            (and ``*_raw``: the same without post-processing),
-            ``dice_pp`` and ``rms_dta_cm``.
+            (and ``*_raw``: the same without post-processing), ``dice_pp`` and ``rms_dta_cm``, on the test
+            slice as acquired when the test set has its original (the logits interpolated to that grid;
+            :mod:`musclelab.evaluation.original_grid`), else on the network's grid; ``bc_grid`` says which.
         spatial_dims: 2 (slices) or 3 (volumes), from the data.
         patch_size: 3D training patch (D, H, W) = the sliding-window ROI; sliding_window: ``overlap``, ``mode``,
             ``sigma_scale``, ``sw_batch_size`` (``eval.sliding_window``); save_predictions: how many 3D test cases
@@ -173,28 +176,38 @@ class SegmentationTask(pl.LightningModule):
         if self.spatial_dims == 3:
             return self._test_volume(batch, batch_idx)
         t0 = time.perf_counter()
-        _, pred = self._step(batch, "test")
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch["label"])
+        self.log("test/loss", loss, on_step=False, on_epoch=True, batch_size=logits.shape[0], sync_dist=True)
+        pred = logits_to_labels(logits)
         if pred.is_cuda:
             torch.cuda.synchronize(pred.device)
         self.test_forward_s += time.perf_counter() - t0  # network + loss only, not the metrics below
         preds = pred.cpu().numpy()
         labels = batch["label"].cpu().numpy()
+        scored_bc = self.hparams.body_composition and self.num_classes == 2
         for i, case_id in enumerate(batch["case_id"]):
             spacing = tuple(float(s) for s in batch["spacing"][i])
             row = {"case_id": case_id, "spacing_row_mm": spacing[0], "spacing_col_mm": spacing[1]}
             row.update(case_metrics(preds[i], labels[i], spacing, self.class_names))
-            if self.hparams.body_composition and self.num_classes == 2:
-                hu = batch["hu"][i].cpu().numpy()
-                bc = body_composition(preds[i], labels[i], hu, spacing)
-                row.update({("dice_pp" if k == "dice" else k): v for k, v in bc.items()})
-                # the same scores without the bone post-processing (as observers' raw contours): columns *_raw
-                raw = body_composition(preds[i], labels[i], hu, spacing, postprocess=False)
-                row.update({f"{k}_raw": v for k, v in raw.items() if k not in ("dice", "sma_removed", "sma_true",
-                                                                               "smd_true")})
+            if scored_bc:  # on the slice as acquired when the test set has it (McSweeney §2.3), else this grid
+                orig = original_of(self._test_slices(), case_id)
+                if orig is not None:
+                    row.update(body_composition_row(upsample_logits(logits[i].detach(), orig.hu.shape), orig.label,
+                                                    orig.hu, orig.spacing, ORIGINAL))
+                else:
+                    row.update(body_composition_row(preds[i], labels[i], batch["hu"][i].cpu().numpy(), spacing,
+                                                    NETWORK))
             self.test_rows.append(row)
             if len(self.test_examples) < self.hparams.overlay_cases:
                 self.test_examples.append({"case_id": case_id, "image": batch["image"][i].cpu().numpy(),
                                            "label": labels[i], "pred": preds[i]})
+
+    def _test_slices(self) -> Any:
+        """The test split's :class:`~musclelab.data.containers.SliceSet` (None outside a datamodule's test)."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        test = getattr(dm, "datasets", {}).get("test") if dm is not None else None
+        return getattr(test, "slices", None)
 
     def _volumes(self):
         return self.trainer.datamodule.datasets["test"].volumes
