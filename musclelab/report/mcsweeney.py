@@ -147,6 +147,7 @@ def load_cases(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Coun
     """
     frames, excluded, notes = [], [], []
     sources: dict[str, Counter] = {m: Counter() for m in METRICS}
+    grids: Counter = Counter()  # where the bone removal and SMA/SMD were measured (test_cases.csv bc_grid)
     for run in study.used.itertuples(index=False):
         run_dir = study.root / run.run_dir
         n_train = _as_int(run.n_train)
@@ -168,9 +169,15 @@ def load_cases(study: Study) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Coun
         metrics, src = standard_case_metrics(raw)
         for k, v in src.items():
             sources[k][v] += 1
+        grids.update(raw["bc_grid"].astype(str) if "bc_grid" in raw else ["not recorded"] * len(raw))
         tags = {"run_dir": run.run_dir, "init": str(run.init), "n_train": n_train, "fold": run.fold,
                 "subset_draw": run.subset_draw, "seed": run.seed}
         frames.append(metrics.assign(**tags))
+    if grids:
+        where = {"original": "the original slice (the paper's rule, §2.3)", "network": "the network's resized input",
+                 "not recorded": "a grid the runs did not record"}
+        notes.append("Bone removal (>175 HU + 2 mm), SMA, SMD and the post-processed DSC / RMS-DTA were measured on "
+                     + ", ".join(f"{where.get(k, k)} ({v} test rows)" for k, v in sorted(grids.items())) + ".")
     cols = ["run_dir", "init", "n_train", "fold", "subset_draw", "seed", *CASE_COLUMNS]
     cases = pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
     for metric, counter in sources.items():
