@@ -292,6 +292,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
         if init["name"] in PRETEXT_TASKS and not (init.get("checkpoint") or init.get("weights_path")):
             init["weights_path"] = str(pretrained_trunk(cfg, dm, run_dir))
         apply_init(task.net, init, run_dir, cfg.model.name)
+    if cfg.get("chain_stage"):  # a chain stage's strategy against forgetting (musclelab.strategies)
+        from musclelab.strategies import attach_stage
+
+        extra_s = attach_stage(cfg, task, dm)
+        if is_rank_zero():
+            atomic_write_json(run_dir / "strategy_cost.json", {"extra_seconds": round(extra_s, 3)})
     run_name, group = _sweep_group(run_dir)
     if not cfg.resume:  # trained from the start: a new W&B run, never the id of an earlier attempt in this dir
         (run_dir / WANDB_ID_FILE).unlink(missing_ok=True)

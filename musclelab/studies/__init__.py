@@ -139,7 +139,8 @@ def run_study(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
     from omegaconf import OmegaConf
 
     from musclelab.io import atomic_write_text
-    from musclelab.studies.chain import run_chain
+    from musclelab.studies.chain import random_baseline, run_chain
+    from musclelab.strategies import strategy_of
 
     from musclelab.baselines import BASELINES
     from musclelab.errors import ConfigError
@@ -147,16 +148,19 @@ def run_study(cfg: DictConfig, overrides: Sequence[str], out_dir: Path,
     if cfg.model.name in BASELINES:
         raise ConfigError(f"model={cfg.model.name} is a non-learning baseline: it has no weights to carry from one "
                           "stage to the next; choose a trainable model for a transfer study")
+    strategy_of(cfg.get("study"))  # an unknown study.strategy: one line, before any data is read
     datasets = study_datasets(cfg, overrides, compose)
     sequences = study_sequences(cfg, list(datasets))
     stage_root = Path(str(OmegaConf.select(cfg, "study.stage_root") or Path(cfg.paths.cache_dir) / "stages"))
     datamodules: dict[str, Any] = {}
     results: list[ChainResult] = []
     scratch: dict[str, float] = {}
+    # forward transfer's b_j: an untrained, seeded model scored once per study on every data set
+    baseline = random_baseline(cfg, sequences[0][0], datasets, stage_root, datamodules)
     for seq in sequences:
         target = out_dir if len(sequences) == 1 else out_dir / "-".join(seq)
-        result = run_chain(cfg, list(seq), datasets, stage_root, target, scratch=scratch or None,
-                           datamodules=datamodules)
+        result = run_chain(cfg, list(seq), datasets, stage_root, target, baseline=baseline,
+                           scratch=scratch or None, datamodules=datamodules)
         if len(seq) == 1:
             scratch[seq[0]] = result.stages[0].score(seq[0])
         results.append(result)

@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,7 @@ class ChainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     out_dir: Path | None = None
     model: str = ""  # model.name of every stage (reports group chains by it)
+    strategy: dict[str, Any] = field(default_factory=lambda: {"name": "naive", "settings": {}})
 
     @property
     def n_trained(self) -> int:
@@ -221,8 +223,15 @@ def _check(sequence: Sequence[str], datasets: Mapping[str, Any]) -> list[str]:
 
 def plan_chain(base_cfg: DictConfig, sequence: Sequence[str], datasets: Mapping[str, Any],
                stage_root: str | Path) -> list[StagePlan]:
-    """Keys, directories and configs of every stage of ``sequence`` (pure: nothing is read or trained)."""
+    """Keys, directories and configs of every stage of ``sequence`` (pure: nothing is read or trained).
+
+    ``study.strategy`` (:mod:`musclelab.strategies`): stage 0 is the same for every strategy; a later stage of a
+    strategy other than ``naive`` gets ``chain_stage`` in its config and ``strategy`` (name + settings) in its
+    key, so naive keys are those of the chains before strategies existed."""
+    from musclelab.strategies import strategy_of
+
     sequence = _check(sequence, datasets)
+    strategy, settings = strategy_of(base_cfg.get("study"))
     stage_root = Path(stage_root).expanduser().resolve()
     plans: list[StagePlan] = []
     parent: StagePlan | None = None
@@ -230,6 +239,11 @@ def plan_chain(base_cfg: DictConfig, sequence: Sequence[str], datasets: Mapping[
         # the directory is only known after hashing, and the config needs it: hash with a placeholder
         cfg = stage_config(base_cfg, datasets[name], stage_root / "pending", parent.run_dir if parent else None)
         inputs = stage_inputs(cfg, i, parent.key if parent else None)
+        if i > 0 and strategy != "naive":
+            inputs["strategy"] = {"name": strategy, "settings": settings}
+            with open_dict(cfg):
+                cfg.chain_stage = {"strategy": strategy, "settings": settings, "index": i, "earlier": [
+                    {"dataset": p.dataset, "data": _plain(p.cfg.data), "run_dir": str(p.run_dir)} for p in plans]}
         key = _hash(inputs)
         run_dir = stage_root / f"{name}-{key[:16]}"
         with open_dict(cfg):
@@ -274,13 +288,47 @@ def ensure_stage(plan: StagePlan, train_fn: Callable[[DictConfig], Any] | None =
         plan.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(plan.run_dir / "stage.json", {"key": plan.key, "dataset": plan.dataset,
                                                         "index": plan.index, "inputs": plan.inputs})
-        train_fn(cfg)
+        before = _stage_seconds(plan.run_dir) if result.resumed else {}
+        t0 = time.perf_counter()
+        try:
+            train_fn(cfg)
+        finally:  # recorded also for a stage that dies: a resumed stage adds its attempts up
+            _record_seconds(plan.run_dir, before, time.perf_counter() - t0)
         result.trained = True
         if _complete(plan.run_dir):
             _drop_resume_checkpoint(plan.run_dir)
     if not _complete(plan.run_dir):
         raise RuntimeError(f"stage {plan.run_dir} did not complete (see its run_status.json)")
     return result
+
+
+TIME_FILE = "stage_time.json"
+
+
+def _stage_seconds(run_dir: Path) -> dict[str, float]:
+    """``{"train_seconds", "extra_seconds"}`` recorded when the stage was trained (older stages: the fit time
+    of their ``run_status.json``)."""
+    path = run_dir / TIME_FILE
+    if path.exists():
+        return json.loads(path.read_text())
+    status = run_dir / "run_status.json"
+    if status.exists():
+        fit = (json.loads(status.read_text()).get("metrics") or {}).get("fit_time_s")
+        if fit is not None:
+            return {"train_seconds": float(fit)}
+    return {}
+
+
+def _record_seconds(run_dir: Path, before: Mapping[str, float], wall: float) -> None:
+    """Wall seconds of training (``train_seconds``) and of the strategy's extra work (``extra_seconds``:
+    Fisher, memory, ...) into ``stage_time.json``."""
+    cost = run_dir / "strategy_cost.json"
+    extra = float(json.loads(cost.read_text())["extra_seconds"]) if cost.exists() else 0.0
+    record = {"train_seconds": round(float(before.get("train_seconds", 0.0)) + wall - extra, 3)}
+    if cost.exists():
+        record["extra_seconds"] = round(float(before.get("extra_seconds", 0.0)) + extra, 3)
+    if run_dir.exists():
+        atomic_write_json(run_dir / TIME_FILE, record)
 
 
 def _drop_resume_checkpoint(run_dir: Path) -> None:
@@ -407,6 +455,10 @@ def run_chain(base_cfg: DictConfig, sequence: Sequence[str], datasets: Mapping[s
         stages.append(stage)
     result = ChainResult(sequence=[p.dataset for p in plans], datasets=list(datasets), stages=stages,
                          model=str(OmegaConf.select(base_cfg, "model.name", default="") or ""))
+    from musclelab.strategies import strategy_of
+
+    name, settings = strategy_of(base_cfg.get("study"))
+    result.strategy = {"name": name, "settings": settings}
     result.metrics = chain_metrics(result.accuracy_matrix(), result.sequence, baseline, scratch)
     result.metrics["held_out"] = {d: stages[-1].score(d) for d in result.datasets if d not in result.sequence}
     if out_dir is not None:
@@ -448,11 +500,62 @@ def write_chain_outputs(result: ChainResult, out_dir: Path, stage_root: Path) ->
     atomic_write_text(out_dir / "learning_curves.csv", learning_curves(result.stages).to_csv(index=False))
     atomic_write_json(out_dir / "chain.json", {
         "sequence": result.sequence, "datasets": result.datasets, "model": result.model,
+        "strategy": result.strategy,
         "stage_root": str(Path(stage_root).resolve()),
         "n_trained": result.n_trained,
         "stages": [{"index": s.index, "dataset": s.dataset, "key": s.key, "run_dir": str(s.run_dir),
-                    "trained": s.trained, "resumed": s.resumed,
+                    "trained": s.trained, "resumed": s.resumed, **_stage_seconds(s.run_dir),
                     "skipped_evaluations": {d: r["skipped"] for d, r in s.evaluation.items() if r.get("skipped")}}
                    for s in result.stages],
     })
     atomic_write_json(out_dir / "chain_metrics.json", result.metrics)
+
+
+# --------------------------------------------------------------------------------------------------
+# the random-initialisation baseline of forward transfer
+# --------------------------------------------------------------------------------------------------
+
+
+def random_baseline(base_cfg: DictConfig, first: str, datasets: Mapping[str, Any], stage_root: str | Path,
+                    datamodules: dict[str, Any] | None = None) -> dict[str, float]:
+    """Mean test Dice on every data set of a randomly initialised, untrained model (the stage-0 config of
+    ``first`` with ``init=scratch``, seeded): ``b_j`` of GEM's forward transfer (Lopez-Paz & Ranzato 2017, as
+    Avalanche computes it). Stored once per study under ``stage_root`` like a stage (``random_init-<key16>``)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from musclelab.checkpoint_meta import add_to_checkpoint
+    from musclelab.outputs.status import write_status
+    from musclelab.train import build_datamodule, build_task
+
+    stage_root = Path(stage_root).expanduser().resolve()
+    cfg = stage_config(base_cfg, datasets[first], stage_root / "pending", None)
+    inputs = {"kind": "random_init", "version": KEY_VERSION, "model": _plain(cfg.model), "loss": _plain(cfg.loss),
+              "seed": cfg.seed, "data": data_key_inputs(cfg)}
+    key = _hash(inputs)
+    run_dir = stage_root / f"random_init-{key[:16]}"
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    plan = StagePlan(-1, first, key, run_dir, cfg, inputs)
+    if not _complete(run_dir):
+        with file_lock(run_dir.with_name(run_dir.name + ".lock"), what=f"stage {run_dir.name}"):
+            if not _complete(run_dir):
+                dm = build_datamodule(cfg)
+                dm.setup("fit")
+                pl.seed_everything(int(cfg.seed), workers=True)
+                task = build_task(cfg, list(dm.class_names))
+                ckpt = {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                        "pytorch-lightning_version": pl.__version__}
+                add_to_checkpoint(ckpt, task.hparams)
+                (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+                import io
+
+                from musclelab.io import atomic_write_bytes
+
+                buf = io.BytesIO()
+                torch.save(ckpt, buf)
+                atomic_write_bytes(run_dir / CHECKPOINT_DIR / "best.ckpt", buf.getvalue())
+                atomic_write_json(run_dir / "stage.json", {"key": key, "kind": "random_init", "inputs": inputs})
+                write_status(run_dir, "complete", metrics={})
+    evaluation = evaluate_stage(plan, datasets, datamodules)
+    return {name: float(rec.get("metrics", {}).get(METRIC, float("nan"))) for name, rec in evaluation.items()}

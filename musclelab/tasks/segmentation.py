@@ -105,6 +105,11 @@ class SegmentationTask(pl.LightningModule):
         self.test_rows: list[dict[str, Any]] = []
         self.test_examples: list[dict[str, np.ndarray]] = []
         self.test_forward_s = 0.0
+        # strategies against forgetting (musclelab.strategies), attached by train() for a chain stage, never
+        # saved as hyperparameters or weights: batch_mixers(batch, step, rank) -> batch before augmentation;
+        # stage_terms(task, batch, logits) -> extra training loss, logged as train/<name> and train/penalty
+        self.batch_mixers: list[Any] = []
+        self.stage_terms: list[Any] = []
 
     def setup(self, stage: str) -> None:
         if self.augmentation is not None:  # the run seed, one stream per rank; a resumed fit restores the state
@@ -116,6 +121,10 @@ class SegmentationTask(pl.LightningModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches where they are (the device), one sampling grid per batch."""
         trainer = self._trainer
+        if self.batch_mixers and trainer is not None and trainer.training:
+            step = int(trainer.fit_loop.epoch_loop.batch_progress.total.ready)  # restored on resume
+            for mix in self.batch_mixers:
+                batch = mix(batch, step, int(trainer.global_rank))
         if self.augmentation is not None and trainer is not None and trainer.training:
             batch["image"], batch["label"] = self.augmentation(batch["image"], batch["label"])
         return batch
@@ -145,10 +154,28 @@ class SegmentationTask(pl.LightningModule):
                 self.log(f"{stage}/dice_{name}", value, sync_dist=False)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.stage_terms:
+            return self._training_step_with_terms(batch)
         loss, pred = self._step(batch, "train")
         self.train_dice.update(pred, batch["label"])  # update only: the epoch value is computed once
         self.log("train/dice", self.train_dice, on_step=False, on_epoch=True, batch_size=pred.shape[0])
         return loss
+
+    def _training_step_with_terms(self, batch: dict[str, Any]) -> torch.Tensor:
+        logits = self(batch["image"])
+        loss = self.loss_fn(logits, batch["label"])
+        bs = batch["image"].shape[0]
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        values = [term(self, batch, logits) for term in self.stage_terms]
+        penalty = values[0] if len(values) == 1 else sum(values)
+        for term, value in zip(self.stage_terms, values):
+            if len(values) > 1:
+                self.log(f"train/{term.name}", value, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("train/penalty", penalty, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        pred = logits_to_labels(logits.detach())
+        self.train_dice.update(pred, batch["label"])
+        self.log("train/dice", self.train_dice, on_step=False, on_epoch=True, batch_size=bs)
+        return loss + penalty
 
     def sliding_window(self, image: torch.Tensor) -> torch.Tensor:
         """Blended logits of whole volumes ``(B, C, D, H, W)`` (3D)."""

@@ -1,0 +1,43 @@
+"""What every strategy shares: the stage context and the datamodule of an earlier site."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import OmegaConf, open_dict
+
+
+@dataclass
+class StageContext:
+    """A stage ``index >= 1`` of a chain: its config, the strategy's settings and the earlier stages
+    (``earlier[j]``: ``{"dataset", "data", "run_dir"}`` of stage ``j``, in training order)."""
+
+    cfg: Any
+    index: int
+    settings: dict[str, Any]
+    earlier: list[dict[str, Any]] = field(default_factory=list)
+
+    def site_datamodule(self, j: int) -> Any:
+        """The set-up datamodule of earlier stage ``j``'s data (its own training split), with this stage's
+        other data settings (batch size, workers)."""
+        from musclelab.train import build_datamodule
+
+        cfg = copy.deepcopy(self.cfg)
+        with open_dict(cfg):
+            cfg.data = OmegaConf.create(self.earlier[j]["data"])
+            cfg.data.batch_size = self.cfg.data.batch_size
+        dm = build_datamodule(cfg)
+        dm.setup("fit")
+        return dm
+
+
+class Strategy:
+    """One strategy: ``attach`` builds its parts into the task and datamodule of a stage ``>= 1``."""
+
+    name = ""
+    has_settings = True   # False: no study.<name> settings (naive, joint)
+
+    def attach(self, ctx: StageContext, task: Any, dm: Any) -> float:
+        """Add mixers / loss terms / data; return extra wall seconds spent (Fisher etc.)."""
+        raise NotImplementedError
