@@ -124,7 +124,9 @@ def test_strategy_trains_a_tiny_chain(tmp_path: Path, strategy: str) -> None:
         from musclelab.strategies.base import StageContext
 
         plan = plan_chain(base, ["a", "b"], sites, root)[1]
-        ctx = StageContext(plan.cfg, 1, {}, list(plan.cfg.chain_stage.earlier))
+        from musclelab.train import build_datamodule
+
+        ctx = StageContext(plan.cfg, 1, {}, list(plan.cfg.chain_stage.earlier), build_datamodule)
         assert len(ctx.site_datamodule(0).datasets["train"]) > 0
     # a second run reuses everything, stage 0 is the naive stage 0
     again = run_chain(base, ["a", "b"], sites, root)

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from musclelab.registry import Registry
-from musclelab.strategies.base import Strategy, StageContext
-
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "study.strategy", "strategies")
+from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 from musclelab.strategies import naive, replay, ewc, lwf, joint  # noqa: E402,F401  (register)
 
@@ -54,7 +51,7 @@ def strategy_of(study: Any) -> tuple[str, dict[str, Any]]:
     return name, settings
 
 
-def attach_stage(cfg: Any, task: Any, dm: Any) -> float:
+def attach_stage(cfg: Any, task: Any, dm: Any, build_datamodule: Any) -> float:
     """Build the strategy of a chain stage (``cfg.chain_stage``) into ``task`` / ``dm``; returns the extra wall
     seconds it took (0 for a stage without one)."""
     spec = cfg.get("chain_stage")
@@ -64,5 +61,5 @@ def attach_stage(cfg: Any, task: Any, dm: Any) -> float:
 
     plain = OmegaConf.to_container(spec, resolve=True)
     ctx = StageContext(cfg=cfg, index=int(plain["index"]), settings=dict(plain.get("settings") or {}),
-                       earlier=list(plain["earlier"]))
+                       earlier=list(plain["earlier"]), build_datamodule=build_datamodule)
     return float(check_strategy(plain["strategy"])().attach(ctx, task, dm))

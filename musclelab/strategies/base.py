@@ -7,6 +7,8 @@ from typing import Any
 
 from omegaconf import OmegaConf, open_dict
 
+from musclelab.registry import Registry
+
 
 @dataclass
 class StageContext:
@@ -17,17 +19,23 @@ class StageContext:
     index: int
     settings: dict[str, Any]
     earlier: list[dict[str, Any]] = field(default_factory=list)
+    #: ``musclelab.train.build_datamodule``, given by ``train()`` (this package never imports ``musclelab.train``,
+    #: which imports it: no import cycle)
+    build_datamodule: Any = None
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 (slices) or 3 (volumes), as ``train()`` validated it."""
+        return int(self.cfg.data.get("spatial_dims", 2))
 
     def site_datamodule(self, j: int) -> Any:
         """The set-up datamodule of earlier stage ``j``'s data (its own training split), with this stage's
         other data settings (batch size, workers)."""
-        from musclelab.train import build_datamodule
-
         cfg = copy.deepcopy(self.cfg)
         with open_dict(cfg):
             cfg.data = OmegaConf.create(self.earlier[j]["data"])
             cfg.data.batch_size = self.cfg.data.batch_size
-        dm = build_datamodule(cfg)
+        dm = self.build_datamodule(cfg)
         dm.setup("fit")
         return dm
 
@@ -41,3 +49,7 @@ class Strategy:
     def attach(self, ctx: StageContext, task: Any, dm: Any) -> float:
         """Add mixers / loss terms / data; return extra wall seconds spent (Fisher etc.)."""
         raise NotImplementedError
+
+
+#: every strategy by name (``study.strategy``); the modules of this package register themselves here
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", "study.strategy", "strategies")

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from musclelab.io import atomic_write_bytes, atomic_write_json, file_lock
-from musclelab.strategies import STRATEGIES
-from musclelab.strategies.base import Strategy, StageContext
+
+from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 
 def diagonal_fisher(net: torch.nn.Module, loss_fn: Any, loader: Any, n_batches: int) -> dict[str, torch.Tensor]:
@@ -40,7 +40,6 @@ def diagonal_fisher(net: torch.nn.Module, loss_fn: Any, loader: Any, n_batches: 
 def stage_fisher(ctx: StageContext, j: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
     """(Fisher, anchor weights, seconds it took to compute) of earlier stage ``j``, cached in its directory."""
     from musclelab.evaluation.tester import load_for_test
-    from musclelab.train import spatial_dims
 
     run_dir = Path(ctx.earlier[j]["run_dir"])
     ckpt = run_dir / "checkpoints" / "best.ckpt"
@@ -49,7 +48,7 @@ def stage_fisher(ctx: StageContext, j: int) -> tuple[dict[str, torch.Tensor], di
                                      "batch": int(ctx.cfg.data.batch_size)}, sort_keys=True,
                                     default=str).encode()).hexdigest()[:16]
     path, meta = run_dir / f"ewc_fisher-{key}.pt", run_dir / f"ewc_fisher-{key}.json"
-    model = load_for_test(ckpt, spatial_dims(ctx.cfg))
+    model = load_for_test(ckpt, ctx.spatial_dims)
     anchor = {n: p.detach().clone() for n, p in model.net.named_parameters()}
     with file_lock(run_dir.with_name(run_dir.name + ".fisher.lock"), what=f"Fisher of {run_dir.name}"):
         if not path.exists():

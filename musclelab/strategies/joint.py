@@ -7,8 +7,8 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset
 
-from musclelab.strategies import STRATEGIES
-from musclelab.strategies.base import Strategy, StageContext
+
+from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 
 @STRATEGIES.register("joint")

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from musclelab.strategies import STRATEGIES
-from musclelab.strategies.base import Strategy, StageContext
+
+from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -57,10 +57,9 @@ class LwF(Strategy):
 
     def attach(self, ctx: StageContext, task: Any, dm: Any) -> float:
         from musclelab.evaluation.tester import load_for_test
-        from musclelab.train import spatial_dims
 
         parent = Path(ctx.earlier[-1]["run_dir"]) / "checkpoints" / "best.ckpt"
-        teacher = load_for_test(parent, spatial_dims(ctx.cfg)).net
+        teacher = load_for_test(parent, ctx.spatial_dims).net
         s = ctx.settings
         task.stage_terms.append(LwFTerm(teacher, s.get("alpha", 1.0), s.get("temperature", 2.0)))
         return 0.0

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from musclelab.strategies import STRATEGIES
-from musclelab.strategies.base import Strategy, StageContext
+
+from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 
 @STRATEGIES.register("naive")

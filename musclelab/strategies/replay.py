@@ -17,8 +17,8 @@ import torch
 from torch.utils.data import default_collate
 
 from musclelab.errors import ConfigError
-from musclelab.strategies import STRATEGIES
-from musclelab.strategies.base import Strategy, StageContext
+
+from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 
 def build_memory(datasets: list[Any], per_site: int, seed: int) -> dict[str, Any]:
