@@ -44,6 +44,7 @@ from musclelab.report.design import design_markdown, job_dirs  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
 from .runs import _natural_key, report_dir  # noqa: E402
+from .strategies import several_strategies, strategies_markdown, strategy_findings, write_strategies  # noqa: E402
 
 KIND = "chains"
 TITLE = "Yoon et al. 2024 reproduction: sequential transfer and forgetting"
@@ -53,6 +54,9 @@ META_COLUMNS = ("stage", "trained", "final")
 #: learning speed = epochs until the validation Dice first reaches this fraction of a target: the best validation
 #: Dice of the from-scratch stage on the same data set (the same target for every stage on that data set)
 SPEED_FRACTION = 0.95
+#: the per-epoch Dice the learning-speed rows use, in order of preference: validation Dice; where no chain of the
+#: model logged one (the Yoon liver design has no validation set), the training Dice of the same epochs
+CURVE_COLUMNS = {"val_dice": "validation Dice", "train_dice": "training Dice"}
 CHAIN_METRICS = {"acc": "ACC (average accuracy)", "bwt": "BWT (backward transfer)",
                  "avg_forgetting": "average forgetting"}
 
@@ -101,6 +105,11 @@ class Chain:
     metrics: dict
     curves: pd.DataFrame | None
     model: str = ""  # chain.json "model" (empty for chains written before it was recorded)
+    strategy: str = "naive"  # chain.json "strategy.name" (absent: naive sequential fine-tuning)
+    settings: dict = field(default_factory=dict)  # chain.json "strategy.settings"
+    #: per stage, wall seconds of its training (chain.json stages[i].train_seconds + extra_seconds; NaN if absent)
+    stage_seconds: list[float] = field(default_factory=list)
+    stage_keys: list[str] = field(default_factory=list)  # per stage, its cache key (chain.json stages[i].key)
 
     @property
     def label(self) -> str:
@@ -131,6 +140,17 @@ class ChainsResult:
     @property
     def several_models(self) -> bool:
         return len(self.models) > 1
+
+    @property
+    def several_strategies(self) -> bool:
+        return several_strategies(self.chains)
+
+
+def paper_chains(chains: list[Chain]) -> list[Chain]:
+    """The chains the paper's claims are tested on: naive sequential fine-tuning (Yoon et al. try nothing against
+    forgetting); all of them when no chain is naive."""
+    naive = [c for c in chains if c.strategy == "naive"]
+    return naive or chains
 
 
 def _load_chain(root: Path, path: Path) -> tuple[Chain | None, str]:
@@ -164,8 +184,14 @@ def _load_chain(root: Path, path: Path) -> tuple[Chain | None, str]:
         except (OSError, ValueError):
             curves = None
     rel = path.relative_to(root).as_posix() or "."
+    strategy = info.get("strategy") if isinstance(info.get("strategy"), dict) else {}
+    seconds = [_float(st.get("train_seconds")) + _float(st.get("extra_seconds") or 0.0)
+               if isinstance(st, dict) else math.nan for st in stages[: len(seq)]]
+    keys = [str(st.get("key", "")) if isinstance(st, dict) else "" for st in stages[: len(seq)]]
     return Chain(path=path, rel=rel, sequence=seq, datasets=datasets, matrix=matrix, metrics=metrics,
-                 curves=curves, model=str(info.get("model") or "")), ""
+                 curves=curves, model=str(info.get("model") or ""),
+                 strategy=str(strategy.get("name") or "naive"), settings=dict(strategy.get("settings") or {}),
+                 stage_seconds=seconds, stage_keys=keys), ""
 
 
 def _expected_chain_dirs(root: Path) -> list[Path]:
@@ -214,8 +240,10 @@ def analyze(study_dir: str | Path) -> ChainsResult:
     for model in _swept_models(root):   # a sweep job that failed before writing any chain
         if model not in {c.model for c in chains}:
             problems.append({"chain": f"model={model}", "reason": "in the sweep (multirun.yaml), no complete chain"})
+    paper = paper_chains(chains)
     return ChainsResult(root=root, chains=chains, problems=pd.DataFrame(problems, columns=["chain", "reason"]),
-                        summary=summarize(chains), per_model=model_table(chains), findings=chain_findings(chains))
+                        summary=summarize(chains), per_model=model_table(paper),
+                        findings=chain_findings(paper) + strategy_findings(chains))
 
 
 def summarize(chains: list[Chain]) -> pd.DataFrame:
@@ -227,20 +255,35 @@ def summarize(chains: list[Chain]) -> pd.DataFrame:
     rows = []
     for c in chains:
         last = c.matrix.iloc[len(c.sequence) - 1]
-        row: dict[str, object] = {"chain_dir": c.rel, "model": c.model, "ordering": c.label,
-                                  "length": len(c.sequence)}
+        row: dict[str, object] = {"chain_dir": c.rel, "model": c.model, "strategy": c.strategy,
+                                  "ordering": c.label, "length": len(c.sequence)}
         row.update({k: _float(c.metrics.get(k)) for k in CHAIN_METRICS})
         row.update({f"final_{d}": _float(last[d]) if d in c.matrix else math.nan for d in datasets})
         rows.append(row)
-    cols = ["chain_dir", "model", "ordering", "length", *CHAIN_METRICS, *[f"final_{d}" for d in datasets]]
+    cols = ["chain_dir", "model", "strategy", "ordering", "length", *CHAIN_METRICS,
+            *[f"final_{d}" for d in datasets]]
+    if not several_strategies(chains):
+        cols.remove("strategy")   # single-strategy studies keep the columns they always had
     return pd.DataFrame(rows, columns=cols)
 
 
-def epochs_to_fraction(curve: pd.DataFrame, fraction: float = SPEED_FRACTION, target: float | None = None) -> float:
-    """Learning speed of one stage: the first epoch (counted from 1) whose validation Dice reaches ``fraction`` of
-    ``target`` (default: the stage's own best validation Dice); NaN without a usable curve. A stage that never
-    reaches it counts as one epoch more than it trained (censored: it failed within its budget)."""
-    dice = pd.to_numeric(curve.get("val_dice"), errors="coerce").to_numpy(dtype=float)
+def curve_column(chains: list[Chain]) -> str | None:
+    """The first of :data:`CURVE_COLUMNS` with a finite value in any chain's learning curves (``val_dice``, else
+    ``train_dice``); ``None`` when no chain has either."""
+    for col in CURVE_COLUMNS:
+        for c in chains:
+            if c.curves is not None and col in c.curves and pd.to_numeric(c.curves[col], errors="coerce").notna().any():
+                return col
+    return None
+
+
+def epochs_to_fraction(curve: pd.DataFrame, fraction: float = SPEED_FRACTION, target: float | None = None,
+                       column: str = "val_dice") -> float:
+    """Learning speed of one stage: the first epoch (counted from 1) whose Dice ``column`` (validation, or training
+    where there is no validation set) reaches ``fraction`` of ``target`` (default: the stage's own best); NaN
+    without a usable curve. A stage that never reaches it counts as one epoch more than it trained (censored: it
+    failed within its budget)."""
+    dice = pd.to_numeric(curve.get(column), errors="coerce").to_numpy(dtype=float)
     ok = np.isfinite(dice)
     if not ok.any() or np.nanmax(dice) <= 0:
         return math.nan
@@ -289,11 +332,11 @@ BWT_MARGIN = 0.0
 SIMILAR_DICE = 0.02
 
 
-def _stage_curves(chains: list[Chain]) -> dict[str, pd.DataFrame]:
+def _stage_curves(chains: list[Chain], column: str = "val_dice") -> dict[str, pd.DataFrame]:
     """Ordering prefix ("a→b") → that stage's curve sorted by epoch, each stage (prefix) once."""
     out: dict[str, pd.DataFrame] = {}
     for c in chains:
-        if c.curves is None or not {"stage", "epoch", "val_dice"} <= set(c.curves.columns):
+        if c.curves is None or not {"stage", "epoch", column} <= set(c.curves.columns):
             continue
         for stage, g in c.curves.groupby("stage", sort=True):
             if 0 <= int(stage) < len(c.sequence):
@@ -312,12 +355,16 @@ def _speeds(chains: list[Chain]) -> tuple[np.ndarray, np.ndarray]:
 
 def _speed_pairs(chains: list[Chain]) -> dict[str, dict]:
     """``{"scratch": data set → epochs of its first stage, "transfer": prefix → (epochs, the scratch epochs on the
-    same data set)}``, every stage measured against the from-scratch stage's best validation Dice on its data set.
+    same data set), "column": the Dice used}``, every stage measured against the from-scratch stage's best
+    validation Dice on its data set (training Dice where no chain logged a validation Dice, :func:`curve_column`).
     Transferred stages without a from-scratch stage on their data set are left out (listed in ``"no_target"``)."""
-    curves = _stage_curves(chains)
-    best = {k: float(np.nanmax(pd.to_numeric(g["val_dice"], errors="coerce"))) for k, g in curves.items()
-            if ARROW not in k and pd.to_numeric(g["val_dice"], errors="coerce").notna().any()}
-    scratch = {k: epochs_to_fraction(g, target=best[k]) for k, g in curves.items() if k in best}
+    column = curve_column(chains)
+    if column is None:
+        return {"scratch": {}, "transfer": {}, "no_target": [], "column": None}
+    curves = _stage_curves(chains, column)
+    best = {k: float(np.nanmax(pd.to_numeric(g[column], errors="coerce"))) for k, g in curves.items()
+            if ARROW not in k and pd.to_numeric(g[column], errors="coerce").notna().any()}
+    scratch = {k: epochs_to_fraction(g, target=best[k], column=column) for k, g in curves.items() if k in best}
     transfer, no_target = {}, []
     for k, g in curves.items():
         if ARROW not in k:
@@ -326,8 +373,8 @@ def _speed_pairs(chains: list[Chain]) -> dict[str, dict]:
         if d not in best:
             no_target.append(k)
             continue
-        transfer[k] = (epochs_to_fraction(g, target=best[d]), scratch[d])
-    return {"scratch": scratch, "transfer": transfer, "no_target": no_target}
+        transfer[k] = (epochs_to_fraction(g, target=best[d], column=column), scratch[d])
+    return {"scratch": scratch, "transfer": transfer, "no_target": no_target, "column": column}
 
 
 def _metric(chains: list[Chain], key: str) -> np.ndarray:
@@ -450,8 +497,11 @@ def chain_findings(chains: list[Chain]) -> list[Finding]:
         claim = f"{name}: after transfer a stage converges in fewer epochs than from scratch"
         src = f"{SOURCE}, Figs. 8-10"
         pairs = {k: v for k, v in sp["transfer"].items() if np.isfinite(v[0]) and np.isfinite(v[1])}
+        col = sp["column"]
+        what = CURVE_COLUMNS.get(col or "", "")
         if not pairs:
-            why = ("no learning curves of first stages and of later stages" if not sp["no_target"] else
+            why = ("no learning curves (validation or training Dice per epoch) of first stages and of later stages"
+                   if not sp["no_target"] else
                    "no transferred stage has a from-scratch stage on its data set: "
                    + ", ".join(sp["no_target"]))
             out.append(not_measurable(claim, why, src, PAPER["speed"]))
@@ -460,13 +510,16 @@ def chain_findings(chains: list[Chain]) -> list[Finding]:
             first = np.array(list(sp["scratch"].values()), dtype=float)
             r = one_sample(d, "stage after transfer (paired with the from-scratch stage on its data set)")
             out.append(judged(
-                claim, f"epochs to {SPEED_FRACTION:.0%} of the from-scratch best validation Dice: "
+                claim, f"epochs to {SPEED_FRACTION:.0%} of the from-scratch best {what}: "
                 f"{np.nanmean(first):.1f} from scratch (n = {len(first)}), "
                 f"{np.mean([a for a, _ in pairs.values()]):.1f} after transfer (n = {len(pairs)}); mean paired "
                 f"difference {d.mean():+.1f}", r, "difference", -1, src, PAPER["speed"],
-                note="the target is fixed per data set (the from-scratch stage's best), not each stage's own best; "
-                     "a stage that never reaches it counts as its epochs + 1; every stage trains the same number "
-                     "of epochs"))
+                note=("the target is fixed per data set (the from-scratch stage's best), not each stage's own best; "
+                      "a stage that never reaches it counts as its epochs + 1; every stage trains the same number "
+                      "of epochs" + ("" if col == "val_dice" else
+                                     "; measured on the per-epoch training Dice (train/dice of the stage's own "
+                                     "training data): these chains have no validation set, so the target is the "
+                                     "from-scratch stage's best training Dice on the same data set"))))
         gain = _metric(mine, "avg_scratch_gain")
         claim = f"{name}: after transfer the Dice on the new data set is similar or better than training on it alone"
         if not len(gain):
@@ -509,23 +562,24 @@ def learning_lines(chains: list[Chain]) -> dict[str, dict[str, pd.DataFrame]]:
     stage's curve (epoch, val_dice); each prefix once."""
     several = len({c.model for c in chains}) > 1
     out: dict[str, dict[str, pd.DataFrame]] = {}
+    column = curve_column(chains)
     for c in chains:
-        if c.curves is None or not {"stage", "epoch", "val_dice"} <= set(c.curves.columns):
+        if column is None or c.curves is None or not {"stage", "epoch", column} <= set(c.curves.columns):
             continue
         for stage, g in c.curves.groupby("stage", sort=True):
             i = int(stage)
             if not 0 <= i < len(c.sequence):
                 continue
             prefix = c.title(several, stage=i)
-            curve = g[["epoch", "val_dice"]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("epoch")
+            curve = g[["epoch", column]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("epoch")
             if len(curve):
                 out.setdefault(c.sequence[i], {}).setdefault(prefix, curve)
     return out
 
 
 def plot_learning(dataset: str, lines: dict[str, pd.DataFrame], path: str | Path) -> Path:
-    """Validation Dice vs epoch of every stage that trained on ``dataset``: one line per ordering prefix, one
-    panel per model when the labels carry one (``"model: a→b"``)."""
+    """Validation (or, without a validation set, training) Dice vs epoch of every stage that trained on
+    ``dataset``: one line per ordering prefix, one panel per model when the labels carry one (``"model: a→b"``)."""
     panels: dict[str, dict[str, pd.DataFrame]] = {}
     for label, curve in lines.items():
         model, _, prefix = label.rpartition(": ")
@@ -534,17 +588,20 @@ def plot_learning(dataset: str, lines: dict[str, pd.DataFrame], path: str | Path
     for ax, (model, curves) in zip(axes[0], panels.items()):
         for prefix in sorted(curves, key=lambda p: (p.count(ARROW), p)):
             curve = curves[prefix]
-            ax.plot(curve["epoch"], curve["val_dice"], marker="o", ms=3, lw=1, label=prefix)
+            col = next(c for c in curve.columns if c != "epoch")
+            ax.plot(curve["epoch"], curve[col], marker="o", ms=3, lw=1, label=prefix)
         ax.set_xlabel("epoch")
         ax.set_title(f"{model}: training on {dataset}" if model else f"Training on {dataset}, by ordering prefix",
                      fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("validation Dice")
+    cols = {next(c for c in cv.columns if c != "epoch") for cv in lines.values()}
+    axes[0][0].set_ylabel(" / ".join(CURVE_COLUMNS.get(c, c) for c in sorted(cols)))
     return save_figure(fig, path)
 
 
-def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> str:
+def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str],
+                    stability: dict[str, str] | None = None) -> str:
     lines = [f"# {TITLE}", "", f"Study directory: `{res.root}`", "",
              f"{len(res.chains)} complete chain(s); {len(res.problems)} missing or incomplete.", ""]
     if len(res.problems):
@@ -558,21 +615,27 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
             s = s.drop(columns=["model"])
         lines += ["## Summary", "", "ACC, BWT and average forgetting (`chain_metrics.json`) and the final model's "
                   "mean test Dice per data set.", "", md_table(s.drop(columns=["chain_dir"])), ""]
+        col = curve_column(paper_chains(res.chains))
+        dice = CURVE_COLUMNS.get(col or "val_dice", "validation Dice")
+        which = ("Naive sequential fine-tuning (the paper's setting; the other strategies under \"Strategies\"): "
+                 "mean ± sd" if res.several_strategies else "Mean ± sd")
+        no_val = (" These chains logged no validation Dice (no validation set), so learning speed is measured on "
+                  "the per-epoch training Dice." if col == "train_dice" else "")
         lines += ["## Per model", "",
-                  "Mean ± sd over orderings of two or more stages; learning speed = epochs until the validation "
-                  f"Dice first reaches {SPEED_FRACTION:.0%} of a fixed target per data set — the best validation "
-                  "Dice "
+                  f"{which} over orderings of two or more stages; learning speed = epochs until the {dice} "
+                  f"first reaches {SPEED_FRACTION:.0%} of a fixed target per data set — the best {dice} "
                   "of the from-scratch stage on it — for first stages (from the initial weights) and for stages "
-                  "that start from an earlier stage (a stage that never reaches it counts as its epochs + 1).", "",
-                  md_table(res.per_model),
-                  ""]
+                  f"that start from an earlier stage (a stage that never reaches it counts as its epochs + 1).{no_val}",
+                  "", md_table(res.per_model), ""]
+    lines += strategies_markdown(res.chains, stability or {})
     lines += [findings_markdown(res.findings, intro="The paper's sequential-transfer claims against these chains "
                                 "(computed from the files above; a claim is judged only where the runs can tell).")]
     lines += ["## Forgetting tables", "",
               "Mean test Dice after each stage (rows: training order) on every data set (columns); the data "
               "set trained at that stage in **bold**.", ""]
     for c in res.chains:
-        lines += [f"### {c.title(res.several_models)}", "", f"Chain directory: `{c.rel}`", "",
+        strat = f" ({c.strategy})" if res.several_strategies else ""
+        lines += [f"### {c.title(res.several_models)}{strat}", "", f"Chain directory: `{c.rel}`", "",
                   md_table(forgetting_table(c)), ""]
         lines.append(" · ".join(f"{name}: {_fmt(_float(c.metrics.get(k)))}" for k, name in CHAIN_METRICS.items()))
         lines.append("")
@@ -584,15 +647,21 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str]) -> st
             lines += ["_No forgetting_heatmap.png in this chain directory._", ""]
     lines += ["## Learning curves", ""]
     if figures:
-        lines += ["Validation Dice per epoch of every stage that trained on the data set, one line per ordering "
-                  "prefix (stages shared by several orderings drawn once).", ""]
+        col = curve_column(paper_chains(res.chains))
+        lines += [f"{CURVE_COLUMNS.get(col or 'val_dice', 'Dice')[0].upper()}{CURVE_COLUMNS.get(col or 'val_dice', 'Dice')[1:]} per epoch of every stage that "
+                  "trained on the data set, one line per ordering prefix (stages shared by several orderings drawn "
+                  "once)" + (", naive chains" if res.several_strategies else "")
+                  + ("; no validation set, so the training Dice" if col == "train_dice" else "") + ".", ""]
         lines += [f"![learning curves on {d}]({f})" for d, f in figures.items()]
         lines.append("")
     else:
-        lines += ["_No learning_curves.csv with stage, epoch and val_dice in any complete chain._", ""]
+        lines += ["_No learning_curves.csv with stage, epoch and val_dice (or train_dice) in any complete chain._",
+                  ""]
     if res.notes:
         lines += ["## Notes", "", *[f"- {n}" for n in res.notes], ""]
     files = ["chains_summary.csv", "chains_models.csv", "findings.csv", *figures.values()]
+    if res.several_strategies:
+        files += ["strategies.csv", *(stability or {}).values()]
     lines += ["## Files", "", ", ".join(f"`{f}`" for f in files), ""]
     return "\n".join(lines)
 
@@ -605,8 +674,9 @@ def write(study_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     atomic_write_text(out / "chains_models.csv", res.per_model.to_csv(index=False))
     write_findings(res.findings, out)
     figures = {}
-    for dataset, lines in sorted(learning_lines(res.chains).items()):
+    stability = write_strategies(res.chains, out)
+    for dataset, lines in sorted(learning_lines(paper_chains(res.chains)).items()):
         name = f"fig_learning_{_safe(dataset)}.png"
         plot_learning(dataset, lines, out / name)
         figures[dataset] = name
-    return atomic_write_text(out / "report.md", render_markdown(res, out, figures))
+    return atomic_write_text(out / "report.md", render_markdown(res, out, figures, stability))
