@@ -31,6 +31,8 @@ def _findings(kind: str, root: Path, seed: int, planted: bool) -> list:
         return mcsweeney.analyze(cs.mcsweeney_study(root, seed, planted), **kw).findings
     if kind == "yoon":
         return chains.analyze(cs.yoon_chains_study(root, seed, planted)).findings
+    if kind == "strategies":
+        return chains.analyze(cs.strategies_study(root, seed, planted)).findings
     res = kawamoto.analyze(cs.kawamoto_study(root, seed, planted))
     merged = kawamoto.compute_findings(res.scores[res.scores["level"] == res.level], res.wilcoxon,
                                        cs.kawamoto_merged(seed, planted))
@@ -40,7 +42,7 @@ def _findings(kind: str, root: Path, seed: int, planted: bool) -> list:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sims", type=int, default=40)
-    p.add_argument("--kinds", default="mcsweeney,yoon,kawamoto")
+    p.add_argument("--kinds", default="mcsweeney,yoon,strategies,kawamoto")
     ns = p.parse_args()
     import musclelab
 

@@ -57,6 +57,8 @@ def _simulate(tmp_path: Path, kind: str, planted: bool, n: int) -> dict[str, tup
             out.append(mcsweeney_findings_of(cs.mcsweeney_study(root, seed, planted)))
         elif kind == "yoon":
             out.append(chains.analyze(cs.yoon_chains_study(root, seed, planted)).findings)
+        elif kind == "strategies":
+            out.append(chains.analyze(cs.strategies_study(root, seed, planted)).findings)
         else:
             out.append(kawamoto_findings_of(cs.kawamoto_study(root, seed, planted), seed, planted))
     return agree_rate(out)
@@ -70,7 +72,13 @@ CALIBRATED = {
                   "differences between inits shrink as n grows",
                   "coco: DSC at n=125 equivalent to n=100 (±0.02)"],
     "yoon": ["vnet: training on later data sets lowers the Dice on earlier ones (catastrophic forgetting)",
-             "vnet: of the earlier data sets, LiTS loses the most Dice after later training"],
+             "vnet: of the earlier data sets, LiTS loses the most Dice after later training",
+             "vnet: after transfer a stage converges in fewer epochs than from scratch",
+             "vnet: after transfer the Dice on the new data set is similar or better than training on it alone"],
+    "strategies": [*[f"unet: {s} reduces forgetting compared with naive fine-tuning" for s in ("replay", "ewc", "lwf")],
+                   *[f"unet: {s} keeps ACC similar to or better than naive fine-tuning (±0.02)"
+                     for s in ("replay", "ewc", "lwf")],
+                   "unet: joint training is the upper bound: it forgets least of the strategies"],
     "kawamoto": ["w/ESM segments the target muscles better than wo/ESM (Dice over all targets' test volumes)",
                  "w/ESM > wo/ESM for quadratus lumborum", "w/ESM > wo/ESM for psoas major",
                  "the ESM is the best partner for quadratus lumborum",
