@@ -383,3 +383,31 @@ def test_convergence_is_measured_against_the_from_scratch_best(tmp_path):
     found = {f.claim: f for f in analyze(root).findings}
     speed = found["unet: after transfer a stage converges in fewer epochs than from scratch"]
     assert speed.agrees is False and "+1.0" in speed.measured
+
+
+@pytest.mark.parametrize("column", ["val_dice", "train_dice"])
+def test_convergence_uses_training_dice_without_a_validation_set(tmp_path, column):
+    """The liver design has no validation set: learning speed is then measured on the per-epoch training Dice (the
+    target the from-scratch stage's best training Dice), and the finding says so; with a validation Dice, that."""
+    from musclelab.report.chains import _speed_pairs, analyze
+
+    root = tmp_path / "multirun"
+    for seq in [("a", "b"), ("b", "a")]:
+        out = make_chain(root / "-".join(seq), seq, model="unet")
+        rows = []
+        for i, d in enumerate(seq):
+            dice = [0.3, 0.6, 0.9] if i == 0 else [0.88, 0.9, 0.9]
+            rows += [{"stage": i, "dataset": d, "epoch": e, column: v,
+                      **({"val_dice": float("nan")} if column == "train_dice" else {"train_dice": 0.1})}
+                     for e, v in enumerate(dice)]
+        pd.DataFrame(rows).to_csv(out / "learning_curves.csv", index=False)
+    res = analyze(root)
+    pairs = _speed_pairs(res.chains)
+    assert pairs["column"] == column and pairs["transfer"]["a→b"] == (1.0, 3.0)
+    speed = {f.claim: f for f in res.findings}["unet: after transfer a stage converges in fewer epochs than from scratch"]
+    what = "training Dice" if column == "train_dice" else "validation Dice"
+    assert what in speed.measured and (("no validation set" in speed.note) == (column == "train_dice"))
+    write_report(root)
+    text = (root / "report" / "report.md").read_text()
+    assert ("measured on the per-epoch training Dice" in text) == (column == "train_dice")
+    assert (root / "report" / "fig_learning_a.png").exists()
