@@ -411,3 +411,16 @@ def test_convergence_uses_training_dice_without_a_validation_set(tmp_path, colum
     text = (root / "report" / "report.md").read_text()
     assert ("measured on the per-epoch training Dice" in text) == (column == "train_dice")
     assert (root / "report" / "fig_learning_a.png").exists()
+
+
+def test_a_swept_model_option_is_matched_through_the_jobs_overrides(tmp_path):
+    """`model=ronneberger_unet_smoke` is swept, its chains record model.name `ronneberger_unet`: the job's
+    overrides.yaml ties them, so it is not listed as missing (the liver smoke listed it)."""
+    root = tmp_path / "multirun"
+    make_chain(root / "0" / "a-b", ("a", "b"), model="ronneberger_unet")
+    (root / "0" / ".hydra").mkdir()
+    (root / "0" / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["model=ronneberger_unet_smoke", "seed=0"]))
+    (root / "multirun.yaml").write_text(yaml.safe_dump(
+        {"hydra": {"sweeper": {"params": {"model": "ronneberger_unet_smoke,vnet"}}}}))
+    text = write_report(root).read_text()
+    assert "| model=vnet | in the sweep" in text and "model=ronneberger_unet_smoke |" not in text

@@ -221,6 +221,27 @@ def _swept_models(root: Path) -> list[str]:
     return [str(m) for m in dict.fromkeys(grid["model"].dropna())]
 
 
+def _job_models(root: Path, chains: list[Chain]) -> set[str]:
+    """The ``model=<option>`` overrides (``.hydra/overrides.yaml``) of the sweep jobs holding a complete chain: a
+    swept option (``ronneberger_unet_smoke``) is not the ``model.name`` its chains record (``ronneberger_unet``)."""
+    import yaml
+
+    out: set[str] = set()
+    for c in chains:
+        for parent in [c.path, *c.path.parents]:
+            path = parent / ".hydra" / "overrides.yaml"
+            if path.exists():
+                try:
+                    items = yaml.safe_load(path.read_text()) or []
+                except (OSError, yaml.YAMLError):
+                    items = []
+                out |= {str(i).split("=", 1)[1] for i in items if str(i).startswith("model=")}
+                break
+            if parent == root:
+                break
+    return out
+
+
 def analyze(study_dir: str | Path) -> ChainsResult:
     """Read every chain under ``study_dir``; incomplete ones go to ``problems``."""
     root = Path(study_dir)
@@ -237,8 +258,9 @@ def analyze(study_dir: str | Path) -> ChainsResult:
         if path.resolve() not in seen:
             problems.append({"chain": path.relative_to(root).as_posix(),
                              "reason": "listed in study_summary.csv, no chain directory"})
+    covered = {c.model for c in chains} | _job_models(root, chains)
     for model in _swept_models(root):   # a sweep job that failed before writing any chain
-        if model not in {c.model for c in chains}:
+        if model not in covered:
             problems.append({"chain": f"model={model}", "reason": "in the sweep (multirun.yaml), no complete chain"})
     paper = paper_chains(chains)
     return ChainsResult(root=root, chains=chains, problems=pd.DataFrame(problems, columns=["chain", "reason"]),
@@ -654,7 +676,7 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str],
         lines += [f"{CURVE_COLUMNS.get(col or 'val_dice', 'Dice')[0].upper()}{CURVE_COLUMNS.get(col or 'val_dice', 'Dice')[1:]} per epoch of every stage that "
                   "trained on the data set, one line per ordering prefix (stages shared by several orderings drawn "
                   "once)" + (", naive chains" if res.several_strategies else "")
-                  + ("; no validation set, so the training Dice" if col == "train_dice" else "") + ".", ""]
+                  + ("; these chains have no validation set" if col == "train_dice" else "") + ".", ""]
         lines += [f"![learning curves on {d}]({f})" for d, f in figures.items()]
         lines.append("")
     else:
