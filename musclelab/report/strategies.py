@@ -23,7 +23,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import matplotlib
 
@@ -37,8 +37,8 @@ from musclelab.outputs.figures import save_figure  # noqa: E402
 from musclelab.report.findings import Finding, judged, not_measurable  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
 
-if TYPE_CHECKING:
-    from .chains import Chain
+#: a :class:`musclelab.report.chains.Chain` (not imported: chains imports this module)
+Chain = Any
 
 __all__ = ["STRATEGY_ORDER", "chain_scores", "several_strategies", "strategy_table", "stability_table",
            "strategy_findings", "strategies_markdown", "write_strategies"]
