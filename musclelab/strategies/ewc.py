@@ -15,7 +15,6 @@ from typing import Any
 import torch
 
 from musclelab.io import atomic_write_bytes, atomic_write_json, file_lock
-
 from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from torch.utils.data import ConcatDataset
 
-
 from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 

@@ -11,7 +11,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-
 from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 

@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import default_collate
 
 from musclelab.errors import ConfigError
-
 from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 
