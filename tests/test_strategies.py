@@ -139,3 +139,37 @@ def test_forward_transfer_baseline(tmp_path: Path) -> None:
     b = random_baseline(_base(tmp_path), "a", sites, root)
     assert set(b) == {"a", "b"} and all(0 <= v <= 1 for v in b.values())
     assert random_baseline(_base(tmp_path, "ewc"), "a", sites, root) == b   # once per study, reused
+
+
+def test_replay_stage_resumes_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replay stage killed in its second epoch and resumed gives the uninterrupted stage's numbers (the memory
+    draws are derived from seed + batches fetched, restored with the loop's progress)."""
+    import pytorch_lightning as pl
+
+    import musclelab.train as train_mod
+
+    sites = _sites(tmp_path)
+    base = _base(tmp_path, "replay", ["trainer.max_epochs=2", "study.replay.per_site=4", "study.replay.fraction=0.5"])
+    whole = run_chain(base, ["a", "b"], sites, tmp_path / "whole")
+    original = train_mod.build_callbacks
+
+    class Crash(pl.Callback):
+        def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.current_epoch == 1:
+                raise RuntimeError("simulated crash in epoch 1")
+
+    def crashing(cfg, run_dir):  # type: ignore[no-untyped-def]
+        callbacks, ckpt = original(cfg, run_dir)
+        return ([*callbacks, Crash()] if cfg.data.source.site == "b" else callbacks), ckpt
+
+    monkeypatch.setattr(train_mod, "build_callbacks", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_chain(base, ["a", "b"], sites, tmp_path / "cut")
+    monkeypatch.setattr(train_mod, "build_callbacks", original)
+    resumed = run_chain(base, ["a", "b"], sites, tmp_path / "cut")
+    assert resumed.stages[1].resumed
+    a = pd.read_csv(whole.stages[1].run_dir / "metrics.csv")
+    b = pd.read_csv(resumed.stages[1].run_dir / "metrics.csv")
+    cols = [c for c in a.columns if c.startswith(("train", "val"))]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    assert resumed.stages[1].score("b") == pytest.approx(whole.stages[1].score("b"), abs=0)
