@@ -173,3 +173,14 @@ def test_replay_stage_resumes_exactly(tmp_path: Path, monkeypatch: pytest.Monkey
     cols = [c for c in a.columns if c.startswith(("train", "val"))]
     pd.testing.assert_frame_equal(a[cols], b[cols])
     assert resumed.stages[1].score("b") == pytest.approx(whole.stages[1].score("b"), abs=0)
+
+
+@pytest.mark.slow  # ~2 min on 2 shared cores (two spawned processes per stage)
+def test_replay_and_lwf_stage_under_two_process_ddp(tmp_path: Path) -> None:
+    """trainer=ddp_cpu (2 gloo processes, ddp_spawn): the memory and the teacher travel to both ranks, each rank
+    mixes into its own batches, and the stage completes."""
+    sites = _sites(tmp_path)
+    for strategy in ("replay", "lwf"):
+        base = _base(tmp_path, strategy, ["trainer=ddp_cpu", "trainer.max_epochs=1", "study.replay.per_site=4"])
+        result = run_chain(base, ["a", "b"], sites, tmp_path / "stages")
+        assert result.n_trained >= 1 and 0 <= result.stages[1].score("b") <= 1
