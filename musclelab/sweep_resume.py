@@ -40,7 +40,10 @@ log = logging.getLogger(__name__)
 
 SAVED_CONFIG = "config_resolved.yaml"
 HYDRA_BACKUP = ".hydra.launch"
-IGNORED_KEYS = ("resume",)
+# not compared when a run is resumed or re-launched: ``study`` is the transfer study around a chain stage (its
+# sequence, strategy, data sets), which train() never reads; a stage shared by several chains (another ordering,
+# another strategy's shared stage 0) must resume whichever chain finds it interrupted
+IGNORED_KEYS = ("resume", "study")
 
 
 def _sweep_job() -> tuple[str, str] | None:

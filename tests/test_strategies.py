@@ -166,6 +166,9 @@ def test_replay_stage_resumes_exactly(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_chain(base, ["a", "b"], sites, tmp_path / "cut")
     monkeypatch.setattr(train_mod, "build_callbacks", original)
+    # resumed by another chain of the study (its study.sequence differs): the same stage, continued
+    with open_dict(base):
+        base.study.sequence = [["a", "b"], ["a", "b", "c"]]
     resumed = run_chain(base, ["a", "b"], sites, tmp_path / "cut")
     assert resumed.stages[1].resumed
     a = pd.read_csv(whole.stages[1].run_dir / "metrics.csv")
