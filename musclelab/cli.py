@@ -97,11 +97,15 @@ def resume_overrides(args: list[str]) -> list[str]:
 def run_train(args: list[str]) -> None:
     """Run the Hydra training app with ``args`` as its command line."""
     from musclelab.compose import run_app
-    from musclelab.hparams_search import objective
-    from musclelab.train import train
 
-    # a sweeper gets optimized_metric (hparams_search=optuna), else the best checkpoint score
-    run_app("train", resume_overrides(args), lambda cfg: objective(cfg, train(cfg)))
+    def job(cfg):  # torch, Lightning and MONAI load here, not for --help or a refused resume= (start-up time)
+        from musclelab.hparams_search import objective
+        from musclelab.train import train
+
+        # a sweeper gets optimized_metric (hparams_search=optuna), else the best checkpoint score
+        return objective(cfg, train(cfg))
+
+    run_app("train", resume_overrides(args), job)
 
 
 def _print_help(command: str, args: list[str]) -> bool:

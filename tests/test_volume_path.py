@@ -143,3 +143,19 @@ def test_verify_reports_slices_for_volume_data(tmp_path):
     problems = volume_problems(build_reader("msd", root))
     assert [(p.case_id, p.check) for p in problems] == [("slice", "volume")]
     assert "data.spatial_dims=2" in problems[0].message
+
+
+def test_patch_centres_are_monais_label_class_rule(tmp_path):
+    """The precomputed-index sampler draws the centres MONAI's generate_label_classes_crop_centers draws for
+    the same seed (class among those present, a voxel of it, moved so the patch fits)."""
+    from monai.transforms.utils import generate_label_classes_crop_centers
+
+    train = _dm(tmp_path).datasets["train"]
+    for v in range(len(train.volumes)):
+        indices = train.volumes.class_indices(v)
+        shape = train.shapes[v]
+        for seed in range(40):
+            ref = generate_label_classes_crop_centers(
+                tuple(min(p, n) for p, n in zip(train.patch_size, shape)), 1, shape, indices,
+                [1.0 if len(ix) else 0.0 for ix in indices], np.random.RandomState(seed), warn=False)[0]
+            assert train.centre(v, seed) == [int(c) for c in ref]

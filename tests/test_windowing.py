@@ -25,3 +25,18 @@ def test_linear_windows_and_volumes():
     w = WINDOWS.get("abdomen")
     np.testing.assert_allclose(out[:, 0], np.clip((hu - w.hu_min) / w.width, 0, 1), atol=1e-6)
     assert apply_window(hu, "abdomen", channels=3).shape == (2, 3, 3, 4, 5)
+
+
+def test_window_is_monais_scale_intensity_range_to_the_bit():
+    from monai.transforms import ScaleIntensityRange
+
+    from musclelab.data.windowing import WINDOWS
+
+    hu = np.random.default_rng(0).integers(-1100, 1500, (2, 17, 19)).astype(np.int16)
+    for name in ("abdomen", "wl400_50", "thigh"):
+        w = WINDOWS.get(name)
+        ref = np.asarray(ScaleIntensityRange(w.hu_min, w.hu_max, 0.0, 1.0, clip=True, dtype=np.float32)(
+            hu.astype(np.float32)), np.float32)
+        if w.gamma != 1.0:
+            ref = np.power(ref, np.float32(w.gamma), dtype=np.float32)
+        assert np.array_equal(apply_window(hu, name)[:, 0], ref), name

@@ -5,7 +5,7 @@ a volume) and windowing it. Nothing random happens here except the 3D patch cent
 batches on the device (:mod:`musclelab.data.augment`, in the task's ``on_after_batch_transfer``).
 
 Patch sampling: MONAI's label-class crop-centre rule (``generate_label_classes_crop_centers``, the sampler behind
-``RandCropByLabelClassesd``) picks a class with equal probability among the classes present in the volume (so small
+``RandCropByLabelClassesd``, re-stated here on the cache's precomputed class-index sample) picks a class with equal probability among the classes present in the volume (so small
 muscles are seen as often as large ones), then a voxel of that class (from the cache's per-class index sample) as
 the patch centre. Only the patch is read from the memory-mapped volume. A patch larger than the volume along an
 axis is centred and padded (air HU, background label). The centre's seed is drawn per item from torch's RNG (the
@@ -77,7 +77,12 @@ def patch_start(centre: Sequence[int], size: Sequence[int], shape: Sequence[int]
 
 class VolumePatchDataset(Dataset):
     """Random label-class patches: ``patches_per_volume`` items per volume per epoch; items are ``image``
-    (C, D, H, W) float, ``label`` (D, H, W) long, ``spacing`` (3,) mm, ``case_id``."""
+    (C, D, H, W) float, ``label`` (D, H, W) long, ``spacing`` (3,) mm, ``case_id``.
+
+    Per item only the draw and the patch read: case ids, shapes and spacings are read from the volume table once,
+    each volume's memory maps (image, label, class-index sample) are opened once per process, and the number of
+    sampled voxels per class once per volume, so no pandas look-up, file open or index scan happens per item. The
+    centre is MONAI's ``generate_label_classes_crop_centers`` rule with the same random stream (tested equal)."""
 
     def __init__(self, volumes: VolumeSet, window: str, channels: int, patch_size: Sequence[int],
                  patches_per_volume: int) -> None:
@@ -85,33 +90,50 @@ class VolumePatchDataset(Dataset):
         self.window, self.channels = window, channels
         self.patch_size = tuple(int(p) for p in patch_size)
         self.ppv = int(patches_per_volume)
-        self.shapes = volumes.meta[[f"shape_{a}" for a in "zyx"]].to_numpy(int)
-        self._indices: dict[int, list[np.ndarray]] = {}   # a few volumes' class-index samples (bounded)
+        meta = volumes.meta
+        self.shapes = [tuple(int(n) for n in row) for row in meta[[f"shape_{a}" for a in "zyx"]].to_numpy(int)]
+        self.case_ids = [str(c) for c in meta["case_id"]]
+        self.spacings = [volumes.spacing(v) for v in range(len(volumes))]
+        self._maps: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def class_indices(self, v: int) -> list[np.ndarray]:
-        if v not in self._indices:
-            if len(self._indices) >= 16:
-                self._indices.pop(next(iter(self._indices)))
-            self._indices[v] = self.volumes.class_indices(v)
-        return self._indices[v]
+    def __getstate__(self) -> dict[str, Any]:   # loader workers open their own memory maps
+        return {**self.__dict__, "_maps": {}}
+
+    def _open(self, v: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Image, label and class-index memory maps of volume ``v`` and its sampled voxels per class."""
+        if v not in self._maps:
+            root, cid = self.volumes.root, self.case_ids[v]
+            idx = np.load(root / "indices" / f"{cid}.npy", mmap_mode="r")   # -1 padded after each class's sample
+            counts = (np.asarray(idx) >= 0).sum(axis=1)
+            self._maps[v] = (np.load(root / "images" / f"{cid}.npy", mmap_mode="r"),
+                             np.load(root / "labels" / f"{cid}.npy", mmap_mode="r"), idx, counts)
+        return self._maps[v]
 
     def __len__(self) -> int:
         return len(self.volumes) * self.ppv
 
+    def centre(self, v: int, seed: int) -> list[int]:
+        """The label-class patch centre of volume ``v`` for ``seed``: a class present in the volume with equal
+        probability, then one of its sampled voxels, moved so the patch fits (MONAI's rule and random stream)."""
+        shape = self.shapes[v]
+        _, _, idx, counts = self._open(v)
+        ratios = (counts > 0).astype(np.float64)
+        rs = np.random.RandomState(seed)
+        cls = int(rs.choice(len(ratios), size=1, p=ratios / ratios.sum())[0])
+        flat = int(idx[cls, rs.randint(int(counts[cls]))])
+        centre = np.unravel_index(flat, shape)
+        size = np.array([min(p, n) for p, n in zip(self.patch_size, shape)])
+        lo = size // 2
+        hi = np.subtract(np.array(shape) + 1, size / 2).astype(np.uint16).astype(np.int64)
+        hi[hi == lo] += 1
+        return [int(min(max(int(c), a), b - 1)) for c, a, b in zip(centre, lo, hi)]
+
     def sample(self, v: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """HU and label patches of volume ``v`` around a label-class centre drawn with ``seed``."""
-        from monai.transforms.utils import generate_label_classes_crop_centers
-
-        shape = tuple(int(n) for n in self.shapes[v])
-        indices = self.class_indices(v)
-        ratios = [1.0 if len(ix) else 0.0 for ix in indices]
-        rs = np.random.RandomState(seed)
-        centre = generate_label_classes_crop_centers(
-            tuple(min(p, n) for p, n in zip(self.patch_size, shape)), 1, shape, indices, ratios, rs, warn=False)[0]
-        start = patch_start([int(c) for c in centre], self.patch_size, shape)
-        hu = read_patch(self.volumes.image(v), start, self.patch_size, BACKGROUND_HU)
-        lab = read_patch(self.volumes.label(v), start, self.patch_size, 0)
-        return hu, lab
+        shape = self.shapes[v]
+        image, label, _, _ = self._open(v)
+        start = patch_start(self.centre(v, seed), self.patch_size, shape)
+        return read_patch(image, start, self.patch_size, BACKGROUND_HU), read_patch(label, start, self.patch_size, 0)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         v = i // self.ppv
@@ -119,9 +141,8 @@ class VolumePatchDataset(Dataset):
         hu, lab = self.sample(v, seed)
         image = torch.from_numpy(apply_window(hu[None], self.window, self.channels)[0])
         label = torch.from_numpy(lab.astype(np.int64))
-        return {"image": image, "label": label,
-                "spacing": torch.as_tensor(self.volumes.spacing(v), dtype=torch.float64),
-                "case_id": str(self.volumes.meta.at[v, "case_id"])}
+        return {"image": image, "label": label, "spacing": torch.tensor(self.spacings[v], dtype=torch.float64),
+                "case_id": self.case_ids[v]}
 
 
 class VolumeEvalDataset(Dataset):
