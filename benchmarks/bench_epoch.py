@@ -82,16 +82,20 @@ def bare_loop(task_template, init_state, train_b, val_b, epochs: int, volume: bo
 def musclelab_epochs(cfg, task_template, init_state, dm, epochs: int, run_dir: Path) -> list[float]:
     import pytorch_lightning as pl
 
-    from musclelab.loggers import build_logger
+    from musclelab import loggers
     from musclelab.train import _params, build_callbacks
 
     task = copy.deepcopy(task_template)
     task.load_state_dict(init_state)
     callbacks, _ = build_callbacks(cfg, run_dir)
     timer = EpochTimer()
-    section = cfg.get("logger")   # (a checkout from before issue 16 composes it as {csv: {}}: the CSV logger)
-    logger = build_logger((section.get("name") if section is not None else None) or "csv", run_dir, "bench", None, {},
-                          **(_params(section) if section is not None and section.get("name") else {}))
+    section = cfg.get("logger")   # the run's loggers (build_loggers; an older checkout: build_logger by name)
+    if hasattr(loggers, "build_loggers"):
+        logger = loggers.build_loggers(section, run_dir, "bench", None, {}) or False
+    else:
+        logger = loggers.build_logger((section.get("name") if section is not None else None) or "csv", run_dir,
+                                      "bench", None, {},
+                                      **(_params(section) if section is not None and section.get("name") else {}))
     kwargs = {**_params(cfg.trainer, ()), "max_epochs": epochs}
     trainer = pl.Trainer(default_root_dir=str(run_dir), logger=logger if logger else False,
                          callbacks=[*callbacks, timer], enable_progress_bar=False, enable_model_summary=False,
