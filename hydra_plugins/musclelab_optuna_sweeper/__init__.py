@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-import optuna
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from omegaconf import OmegaConf
 
@@ -39,6 +38,8 @@ class ResumableOptunaSweeper(OptunaSweeper):
 
     def _write_results(self) -> None:
         """optimization_results.yaml of a study that needs no more trials (the plug-in writes it after a launch)."""
+        import optuna  # here, not at the top: Hydra imports every plug-in module at each start (about 1 s)
+
         impl = self.sweeper
         best = optuna.load_study(study_name=impl.study_name, storage=impl.storage).best_trial
         OmegaConf.save(OmegaConf.create({"name": "optuna", "best_params": best.params, "best_value": best.value}),
