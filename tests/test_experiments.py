@@ -203,3 +203,46 @@ def test_domain_shift_tests_on_the_other_site(run_root: Path, weight_files) -> N
     test_ids = manifest.loc[manifest.split == "test", "patient_id"]
     assert len(test_ids) == 6 and test_ids.str.startswith("phantom-b-").all()
     assert manifest.loc[manifest.split != "test", "patient_id"].str.startswith("phantom-a-").all()
+
+
+# the experiments' phantom settings (conf/experiment_phantom/) apply to their phantom only: the same experiment on
+# a user's folder (the README's `experiment=<x> data=<source> data.root=DIR`) composes without phantom parameters
+USER_SOURCE = {"phantom": "l3_folder", "lumbar_phantom": "msd", "thigh_phantom": "msd", "abdomen_phantom": "lits"}
+
+
+def _source_params_unknown_to(cfg: DictConfig) -> list[str]:
+    import inspect
+
+    from musclelab.data.sources import SUPPLIED, source_form
+
+    name, dims = str(cfg.data.name), int(cfg.data.spatial_dims)
+    params = inspect.signature(source_form(name, dims)).parameters
+    known = {k for k, p in params.items() if p.kind is not p.VAR_KEYWORD}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):  # a reader's volume form accepts (and ignores)
+        known |= set(inspect.signature(source_form(name, 2)).parameters)  # its data yaml's slice-only keys
+    known -= set(SUPPLIED)
+    return sorted(set(cfg.data.get("source") or {}) - known)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml")))
+def test_experiment_runs_on_a_user_folder_without_phantom_parameters(name: str) -> None:
+    from musclelab.compose import compose_train_config
+
+    own = compose_train_config([f"experiment={name}"])
+    assert _source_params_unknown_to(own) == []
+    user = USER_SOURCE[str(own.data.name)]
+    cfg = compose_train_config([f"experiment={name}", f"data={user}", "data.root=/data/x"])
+    assert str(cfg.data.name) == user
+    assert _source_params_unknown_to(cfg) == [], f"experiment={name} data={user}"
+    OmegaConf.to_container(cfg.design, resolve=True) if "design" in cfg else None  # its records resolve
+
+
+def test_experiment_phantom_settings_apply_to_their_phantom_and_yield_to_the_command_line() -> None:
+    from musclelab.compose import compose_train_config
+
+    assert compose_train_config(["experiment=mcsweeney2022"]).data.source.n_cases == 204
+    smoke = compose_train_config(["experiment=mcsweeney2022_source_smoke"]).data.source
+    assert (smoke.site, smoke.n_cases, smoke.native_size) == ("b", 40, 128)
+    assert compose_train_config(["experiment=kim2024_thigh_smoke"]).data.source.size == 64
+    assert compose_train_config(["experiment=mcsweeney2022", "data.source.n_cases=90"]).data.source.n_cases == 90
+    assert "n_cases" not in compose_train_config(["experiment=mcsweeney2022", "data=l3_folder"]).data.source
