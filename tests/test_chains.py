@@ -240,6 +240,8 @@ def test_forgetting_metrics_hand_made() -> None:
     R2 = np.array([[0.5, 0.0], [0.6, 0.9]])
     assert forgetting(np.array([[0.5, 0.0, 0.0], [0.9, 0.8, 0.0], [0.6, 0.7, 0.9]])) == pytest.approx([0.3, 0.1])
     assert backward_transfer(R2) == pytest.approx(0.1)
+    # a data set cannot be forgotten before it is learnt: its zero-shot score (0.9 on y before stage 1) is not counted
+    assert forgetting(np.array([[0.8, 0.9, 0.1], [0.7, 0.6, 0.2], [0.6, 0.5, 0.9]])) == pytest.approx([0.2, 0.1])
     one = np.array([[0.7]])
     assert np.isnan(backward_transfer(one)) and forgetting(one).size == 0 and np.isnan(average_forgetting(one))
     m = chain_metrics(R, ["x", "y", "z"], baseline={"x": 0.1, "y": 0.2, "z": 0.1},

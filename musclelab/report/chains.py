@@ -42,6 +42,7 @@ from musclelab.report.findings import (Finding, findings_markdown, judged, not_m
                                        write_findings)
 from musclelab.report.design import design_markdown, job_dirs  # noqa: E402
 from musclelab.report.markdown import md_table  # noqa: E402
+from musclelab.studies.forgetting import average_forgetting, backward_transfer  # noqa: E402
 
 from .runs import _natural_key, report_dir  # noqa: E402
 from .strategies import several_strategies, strategies_markdown, strategy_findings, write_strategies  # noqa: E402
@@ -114,6 +115,26 @@ class Chain:
     @property
     def label(self) -> str:
         return ordering_label(self.sequence)
+
+    def R(self) -> np.ndarray:
+        """``R[i, j]``: test Dice after stage ``i`` on the ``j``-th data set of the ordering (T × T; NaN where the
+        matrix lacks a cell)."""
+        T = len(self.sequence)
+        out = np.full((T, T), np.nan)
+        for j, d in enumerate(self.sequence):
+            if d in self.matrix:
+                out[:, j] = [_float(self.matrix.iloc[i][d]) for i in range(T)]
+        return out
+
+    def scores(self) -> dict[str, float]:
+        """ACC, BWT and average forgetting of this chain (:data:`CHAIN_METRICS`) from its forgetting matrix, by
+        the definitions of :mod:`musclelab.studies.forgetting` that wrote ``chain_metrics.json``: the paper's
+        findings and the strategies section read the same numbers, and a chain whose ``chain_metrics.json``
+        holds a null (or predates a definition) is scored from the matrix it has."""
+        R = self.R()
+        final = R[-1]
+        return {"acc": float(np.nanmean(final)) if np.isfinite(final).any() else math.nan,
+                "bwt": backward_transfer(R), "avg_forgetting": average_forgetting(R)}
 
     def title(self, with_model: bool, stage: int | None = None) -> str:
         """The ordering up to ``stage`` (default: all of it), prefixed by the model when the study compares
@@ -279,7 +300,7 @@ def summarize(chains: list[Chain]) -> pd.DataFrame:
         last = c.matrix.iloc[len(c.sequence) - 1]
         row: dict[str, object] = {"chain_dir": c.rel, "model": c.model, "strategy": c.strategy,
                                   "ordering": c.label, "length": len(c.sequence)}
-        row.update({k: _float(c.metrics.get(k)) for k in CHAIN_METRICS})
+        row.update({k: _score(c, k) for k in CHAIN_METRICS})
         row.update({f"final_{d}": _float(last[d]) if d in c.matrix else math.nan for d in datasets})
         rows.append(row)
     cols = ["chain_dir", "model", "strategy", "ordering", "length", *CHAIN_METRICS,
@@ -325,7 +346,7 @@ def model_table(chains: list[Chain]) -> pd.DataFrame:
         multi = [c for c in mine if len(c.sequence) > 1]
         row: dict[str, object] = {"model": model or "?", "orderings": len(mine)}
         for key in CHAIN_METRICS:
-            vals = np.array([_float(c.metrics.get(key)) for c in multi], dtype=float)
+            vals = np.array([_score(c, key) for c in multi], dtype=float)
             vals = vals[np.isfinite(vals)]
             row[key] = _mean_sd(vals)
         first, later = _speeds(mine)
@@ -399,8 +420,14 @@ def _speed_pairs(chains: list[Chain]) -> dict[str, dict]:
     return {"scratch": scratch, "transfer": transfer, "no_target": no_target, "column": column}
 
 
+def _score(c: Chain, key: str) -> float:
+    """``key`` of one chain: ACC / BWT / average forgetting from its matrix (:meth:`Chain.scores`), any other
+    key (``avg_scratch_gain``, ``fwt``) from its ``chain_metrics.json``."""
+    return c.scores()[key] if key in CHAIN_METRICS else _float(c.metrics.get(key))
+
+
 def _metric(chains: list[Chain], key: str) -> np.ndarray:
-    vals = np.array([_float(c.metrics.get(key)) for c in chains if len(c.sequence) > 1], dtype=float)
+    vals = np.array([_score(c, key) for c in chains if len(c.sequence) > 1], dtype=float)
     return vals[np.isfinite(vals)]
 
 
@@ -415,8 +442,8 @@ PAPER = {
 
 
 def _by_ordering(chains: list[Chain], key: str) -> pd.Series:
-    """``key`` of ``chain_metrics.json`` per ordering label, chains of two or more stages."""
-    vals = {c.label: _float(c.metrics.get(key)) for c in chains if len(c.sequence) > 1}
+    """``key`` (:func:`_score`) per ordering label, chains of two or more stages."""
+    vals = {c.label: _score(c, key) for c in chains if len(c.sequence) > 1}
     return pd.Series(vals, dtype=float).dropna()
 
 
@@ -662,7 +689,7 @@ def render_markdown(res: ChainsResult, out: Path, figures: dict[str, str],
         strat = f" ({c.strategy})" if res.several_strategies else ""
         lines += [f"### {c.title(res.several_models)}{strat}", "", f"Chain directory: `{c.rel}`", "",
                   md_table(forgetting_table(c)), ""]
-        lines.append(" · ".join(f"{name}: {_fmt(_float(c.metrics.get(k)))}" for k, name in CHAIN_METRICS.items()))
+        lines.append(" · ".join(f"{name}: {_fmt(_score(c, k))}" for k, name in CHAIN_METRICS.items()))
         lines.append("")
         heat = c.path / "forgetting_heatmap.png"
         if heat.exists():

@@ -5,8 +5,9 @@ Reads the :class:`~musclelab.report.chains.Chain` objects of a study whose chain
 strategy, over its orderings of two or more stages (chains of the same model, strategy and ordering — several
 seeds — are averaged first: the unit of analysis is the ordering):
 
-* ACC, BWT and forgetting computed from each chain's forgetting matrix with the Avalanche definitions (test Dice
-  ``R[i, j]`` after stage ``i`` on the ``j``-th data set of the ordering, ``T`` stages): ACC = mean_j R[T, j];
+* ACC, BWT and forgetting computed from each chain's forgetting matrix (:meth:`Chain.scores`, the definitions
+  of :mod:`musclelab.studies.forgetting`, as Avalanche computes them; test Dice ``R[i, j]`` after stage ``i`` on
+  the ``j``-th data set of the ordering, ``T`` stages): ACC = mean_j R[T, j];
   BWT = mean_{j<T} (R[T, j] − R[j, j]); forgetting of j = max_{j≤l<T} R[l, j] − R[T, j], averaged over j < T;
   forward transfer (Lopez-Paz & Ranzato 2017) from ``chain_metrics.json`` ``fwt`` (needs a random-init baseline);
 * the stability curve: the test Dice on the ordering's first data set after every stage (orderings of the full
@@ -69,37 +70,15 @@ def _strategies(chains: list[Chain]) -> list[str]:
     return [s for s in STRATEGY_ORDER if s in names] + sorted(names - set(STRATEGY_ORDER))
 
 
-def _R(chain: Chain) -> np.ndarray:
-    """``R[i, j]``: test Dice after stage ``i`` on the ``j``-th data set of the ordering (T × T)."""
-    T = len(chain.sequence)
-    out = np.full((T, T), np.nan)
-    for i in range(T):
-        row = chain.matrix.iloc[i]
-        for j, d in enumerate(chain.sequence):
-            if d in chain.matrix:
-                try:
-                    out[i, j] = float(row[d])
-                except (TypeError, ValueError):
-                    pass
-    return out
-
-
 def chain_scores(chain: Chain) -> dict[str, float]:
-    """ACC, BWT and forgetting of one chain from its matrix (Avalanche definitions, module docstring) and
-    ``fwt`` from its ``chain_metrics.json`` (NaN when absent or null)."""
-    R = _R(chain)
-    T = R.shape[0]
-    acc = float(np.nanmean(R[T - 1])) if np.isfinite(R[T - 1]).any() else math.nan
-    if T > 1:
-        bwt = float(np.mean([R[T - 1, j] - R[j, j] for j in range(T - 1)]))
-        fgt = float(np.mean([np.max(R[j:T - 1, j]) - R[T - 1, j] for j in range(T - 1)]))
-    else:
-        bwt = fgt = math.nan
+    """ACC, BWT and forgetting of one chain from its matrix (:meth:`Chain.scores`: the definitions the paper's
+    findings use too) and ``fwt`` from its ``chain_metrics.json`` (NaN when absent or null)."""
+    own = chain.scores()
     try:
         fwt = float(chain.metrics.get("fwt"))
     except (TypeError, ValueError):
         fwt = math.nan
-    return {"acc": acc, "bwt": bwt, "forgetting": fgt, "fwt": fwt}
+    return {"acc": own["acc"], "bwt": own["bwt"], "forgetting": own["avg_forgetting"], "fwt": fwt}
 
 
 def _by_ordering(chains: list[Chain], model: str, strategy: str, key: str) -> pd.Series:
@@ -146,7 +125,7 @@ def stability_table(chains: list[Chain]) -> pd.DataFrame:
             per: dict[str, list[np.ndarray]] = {}
             for c in mine:
                 if c.strategy == strategy and len(c.sequence) == T:
-                    per.setdefault(c.label, []).append(_R(c)[:, 0])
+                    per.setdefault(c.label, []).append(c.R()[:, 0])
             if not per:
                 continue
             curves = np.array([np.nanmean(np.array(v), axis=0) for v in per.values()])

@@ -36,7 +36,7 @@ REFERENCES = {
 DEFINITIONS = {
     "acc": "mean_j R[T-1, j] over the trained data sets (GEM average accuracy)",
     "bwt": "mean_{j<T-1} (R[T-1, j] - R[j, j]) (GEM backward transfer; negative = forgetting)",
-    "forgetting": "f_j = max_{i<T-1} R[i, j] - R[T-1, j] for j < T-1 (Chaudhry et al. 2018)",
+    "forgetting": "f_j = max_{j<=i<T-1} R[i, j] - R[T-1, j] for j < T-1 (Chaudhry et al. 2018; after j was learnt)",
     "avg_forgetting": "mean_{j<T-1} f_j (Chaudhry et al. 2018)",
     "zero_shot": "R[j-1, j]: performance on data set j before training on it (j >= 1)",
     "fwt": "mean_{j>=1} (R[j-1, j] - b_j), b_j the score of a randomly initialised model on j (GEM FWT)",
@@ -67,10 +67,12 @@ def backward_transfer(R: Any) -> float:
 
 
 def forgetting(R: Any) -> np.ndarray:
-    """Chaudhry et al.'s forgetting ``f_j`` of each task ``j < T-1`` (length ``T-1``; empty for T = 1)."""
+    """Chaudhry et al.'s forgetting ``f_j`` of each task ``j < T-1`` (length ``T-1``; empty for T = 1): the best
+    score on ``j`` once it was learnt (stages ``j .. T-2``) minus the final one. Stages before ``j`` (zero-shot,
+    forward transfer) are not counted: a data set not yet trained on cannot be forgotten."""
     R = _square(R)
     T = R.shape[0]
-    return np.array([R[: T - 1, j].max() - R[T - 1, j] for j in range(T - 1)], dtype=float)
+    return np.array([R[j: T - 1, j].max() - R[T - 1, j] for j in range(T - 1)], dtype=float)
 
 
 def average_forgetting(R: Any) -> float:
