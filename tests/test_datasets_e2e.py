@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import fake_datasets as fake
-from conftest import run_cli
+from conftest import run_cli_here as run_cli  # in-process: the console script is tested in test_train, test_config_validation
 from musclelab.outputs.status import read_status
 
 SMALL = ["data.img_size=32", "model=unet", "model.params.channels=[8,16,32]", "model.params.strides=[2,2]",

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import TINY, compose_cfg, run_cli  # noqa: E402
+from conftest import TINY, compose_cfg, run_cli, run_cli_here  # noqa: E402
 
 from musclelab.outputs.status import read_status  # noqa: E402
 
@@ -64,9 +64,9 @@ def _max_diff(rows: pd.DataFrame, ref: pd.DataFrame) -> float:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """The uninterrupted run."""
+    """The uninterrupted run (in this process: the killed runs below are real processes)."""
     d = tmp_path_factory.mktemp("ref") / "run"
-    run_cli(["train", *RUN, f"hydra.run.dir={d}"], cwd=d.parent, timeout=300)
+    run_cli_here(["train", *RUN, f"hydra.run.dir={d}"], cwd=d.parent)
     return d
 
 
@@ -78,7 +78,7 @@ def test_sigkill_then_resume_is_exact(tmp_path, reference):
     proc.wait(timeout=60)
     assert read_status(run) == "running" and (run / "checkpoints" / "last.ckpt").exists()
     torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)  # never truncated, plain tensors only
-    out = run_cli(["train", f"resume={run}"], cwd=tmp_path, timeout=300)
+    out = run_cli_here(["train", f"resume={run}"], cwd=tmp_path)
     assert "Restored all states" in out.stdout + out.stderr
     assert read_status(run) == "complete"
     rows_ref, test_ref = _metrics(reference)
@@ -91,7 +91,7 @@ def test_sigkill_then_resume_is_exact(tmp_path, reference):
 
     # resuming the complete run: says so, trains nothing, changes nothing
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
-    out = run_cli(["train", f"resume={run}"], cwd=tmp_path, timeout=300)
+    out = run_cli_here(["train", f"resume={run}"], cwd=tmp_path)
     assert "already complete: nothing to resume" in out.stdout
     after = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
     assert {k: v for k, v in after.items() if not k.endswith(".log")} == \
@@ -107,7 +107,7 @@ def test_sigterm_marks_interrupted_and_resumes(tmp_path, reference):
     status = json.loads((run / "run_status.json").read_text())
     assert status["status"] == "interrupted", (status, out[-2000:])
     assert status["resume_from"].endswith("last.ckpt") and "Traceback" not in out
-    run_cli(["train", f"resume={run}"], cwd=tmp_path, timeout=300)
+    run_cli_here(["train", f"resume={run}"], cwd=tmp_path)
     rows_ref, test_ref = _metrics(reference)
     rows, test = _metrics(run)
     assert _max_diff(rows, rows_ref) <= 1e-6
@@ -153,7 +153,9 @@ def test_atomic_checkpoint_io_keeps_the_old_file(tmp_path, monkeypatch):
 def _sweep(tmp_path: Path, sweep: Path, extra: list[str], check: bool = True) -> subprocess.CompletedProcess:
     args = ["train", "-m", *RUN, "trainer.max_epochs=2", "seed=1,2,3", "callbacks.checkpoint.keep_last=true",
             f"hydra.sweep.dir={sweep}", *extra]
-    return run_cli(args, cwd=tmp_path, check=check, timeout=600)
+    if "hydra/launcher=local_parallel" in extra:  # worker processes: the real command
+        return run_cli(args, cwd=tmp_path, check=check, timeout=600)
+    return run_cli_here(args, cwd=tmp_path, check=check)
 
 
 @pytest.mark.parametrize("launcher", ["basic", pytest.param("local_parallel", marks=pytest.mark.slow)])

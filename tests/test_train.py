@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TINY, compose_cfg, run_cli
+from conftest import TINY, compose_cfg, run_cli, run_cli_here
 from musclelab.outputs.status import read_status
 from musclelab.train import train
 
@@ -50,7 +50,7 @@ def test_cli_train_one_epoch(tmp_path: Path) -> None:
 
 def test_cli_multirun_two_jobs(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    run_cli(["train", "-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    run_cli_here(["train", "-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
     for job in jobs:
@@ -70,11 +70,11 @@ def test_same_seed_same_numbers(tmp_path: Path) -> None:
 def test_resume_continues_in_same_dir_and_wandb_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     # keep_last: a complete run keeps its full state only when asked (so it can be extended by resume=)
-    run_cli(["train", *TINY, "trainer.max_epochs=1", "logger=wandb", f"hydra.run.dir={run_dir}",
+    run_cli_here(["train", *TINY, "trainer.max_epochs=1", "logger=wandb", f"hydra.run.dir={run_dir}",
              "callbacks.checkpoint.keep_last=true"], cwd=tmp_path)
     first_best = (run_dir / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     run_id = (run_dir / "wandb_run_id.txt").read_text().strip()
-    run_cli(["train", f"resume={run_dir}", "trainer.max_epochs=2"], cwd=tmp_path)
+    run_cli_here(["train", f"resume={run_dir}", "trainer.max_epochs=2"], cwd=tmp_path)
     assert_complete_run(run_dir)
     assert (run_dir / "wandb_run_id.txt").read_text().strip() == run_id
     assert len(list(run_dir.glob(f"wandb/offline-run-*-{run_id}"))) == 2  # both sessions log to the same run id
@@ -87,7 +87,7 @@ def test_resume_continues_in_same_dir_and_wandb_run(tmp_path: Path) -> None:
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
-    proc = run_cli(["train", f"resume={tmp_path / 'nope'}"], cwd=tmp_path, check=False)
+    proc = run_cli_here(["train", f"resume={tmp_path / 'nope'}"], cwd=tmp_path, check=False)
     assert proc.returncode != 0
     assert "overrides.yaml" in proc.stderr + proc.stdout
 
@@ -140,7 +140,7 @@ def test_bad_input_fails_early_and_run_is_not_complete(tmp_path: Path, override:
 
 
 def test_cli_user_error_is_one_clear_line(tmp_path: Path) -> None:
-    proc = run_cli(["train", *TINY, "model.name=nonet", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+    proc = run_cli_here(["train", *TINY, "model.name=nonet", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
                    check=False)
     assert proc.returncode == 2
     assert "known models: " in proc.stderr and "fcn_resnet101" in proc.stderr and "Traceback" not in proc.stderr
@@ -149,11 +149,11 @@ def test_cli_user_error_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_phantom_cli_writes_nifti_dataset(tmp_path: Path) -> None:
     out = tmp_path / "ph"
-    run_cli(["phantom", "--out", str(out), "--n", "3", "--site", "b", "--size", "64"], cwd=tmp_path)
+    run_cli_here(["phantom", "--out", str(out), "--n", "3", "--site", "b", "--size", "64"], cwd=tmp_path)
     meta = pd.read_csv(out / "meta.csv")
     assert len(meta) == 3 and (meta["site"] == "b").all()
     assert len(list((out / "images").glob("*.nii.gz"))) == 3 and len(list((out / "masks").glob("*.nii.gz"))) == 3
-    again = run_cli(["phantom", "--out", str(out), "--n", "3"], cwd=tmp_path, check=False)
+    again = run_cli_here(["phantom", "--out", str(out), "--n", "3"], cwd=tmp_path, check=False)
     assert again.returncode != 0 and len(list((out / "images").glob("*.nii.gz"))) == 3  # never overwrites
 
 
