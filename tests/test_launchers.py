@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from conftest import TINY, run_cli
+from conftest import TINY, run_cli, run_cli_here
 from musclelab.outputs.status import read_status
 
 # joblib workers run torch with 1 thread; CPU numbers depend on the thread count, so fix it for both
@@ -18,7 +18,8 @@ def test_local_parallel_launcher_matches_sequential_jobs(tmp_path: Path) -> None
     parallel, sequential = tmp_path / "parallel", tmp_path / "sequential"
     run_cli(["train", "-m", "hydra/launcher=local_parallel", *QUIET, "seed=0,1", f"hydra.sweep.dir={parallel}"],
             cwd=tmp_path)
-    run_cli(["train", "-m", *QUIET, "seed=0,1", f"hydra.sweep.dir={sequential}"], cwd=tmp_path)
+    # the sequential jobs in this process (the same entry point); the parallel ones are real worker processes
+    run_cli_here(["train", "-m", *QUIET, "seed=0,1", f"hydra.sweep.dir={sequential}"], cwd=tmp_path)
     for job in ("0", "1"):
         assert read_status(parallel / job) == "complete"
         a, b = (pd.read_csv(d / job / "test_cases.csv") for d in (parallel, sequential))
@@ -27,8 +28,8 @@ def test_local_parallel_launcher_matches_sequential_jobs(tmp_path: Path) -> None
 
 
 def test_slurm_preset_composes_onto_submitit(tmp_path: Path) -> None:
-    out = run_cli(["train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra"],
-                  cwd=tmp_path).stdout
+    out = run_cli_here(["train", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra"],
+                       cwd=tmp_path).stdout
     launcher = yaml.safe_load(out[out.index("hydra:"):])["hydra"]["launcher"]
     assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
     assert launcher["partition"] == "gpu" and launcher["gpus_per_node"] == 1 and launcher["tasks_per_node"] == 1

@@ -16,7 +16,7 @@ from musclelab.predict import Predictor, find_cases, predict
 from musclelab.tasks import SegmentationTask
 from musclelab.train import build_datamodule, train
 
-from conftest import compose_cfg, run_cli
+from conftest import compose_cfg, run_cli_here
 
 N_CASES, SIZE = 24, 64
 
@@ -110,8 +110,8 @@ def test_series_bad_input_and_heights(run, phantom_dir, tmp_path):
     assert [p.name for p in skipped] == ["notes.txt"]
 
     out = tmp_path / "out"
-    proc = run_cli(["predict", str(run_dir), str(inp), "--out", str(out), "--heights", str(heights)], tmp_path,
-                   check=False)
+    proc = run_cli_here(["predict", str(run_dir), str(inp), "--out", str(out), "--heights", str(heights)],
+                        tmp_path, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "4 failed" in proc.stdout
     table = pd.read_csv(out / "predictions.csv").set_index("case_id")
@@ -130,7 +130,7 @@ def test_series_bad_input_and_heights(run, phantom_dir, tmp_path):
     assert table.loc["slices/good", "smi_cm2_m2"] == pytest.approx(table.loc["slices/good", "sma_cm2"] / 1.8 ** 2)
     # nothing written inside the input folder; an output folder inside it is refused (exit 2)
     assert sorted((p, p.stat().st_mtime_ns) for p in inp.rglob("*")) == before
-    proc = run_cli(["predict", str(run_dir), str(inp), "--out", str(inp / "out")], tmp_path, check=False)
+    proc = run_cli_here(["predict", str(run_dir), str(inp), "--out", str(inp / "out")], tmp_path, check=False)
     assert proc.returncode == 2 and "inside the input folder" in proc.stderr
     assert not (inp / "out").exists()
 

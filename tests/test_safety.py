@@ -15,7 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import compose_cfg, run_cli  # noqa: E402
+from conftest import compose_cfg, run_cli_here  # noqa: E402
 
 from musclelab.errors import ConfigError  # noqa: E402
 from musclelab.outputs.status import read_status  # noqa: E402
@@ -133,7 +133,8 @@ def test_predict_refuses_an_out_that_overlaps_the_input(tiny_run, dataset, tmp_p
     (foreign / "todo.txt").write_text("mine")
     with pytest.raises(ConfigError, match="did not write"):  # a folder of someone else's files
         predict(tiny_run, dataset / "images", foreign, progress=False)
-    proc = run_cli(["predict", str(tiny_run), str(dataset / "images"), "--out", str(dataset)], tmp_path, check=False)
+    proc = run_cli_here(["predict", str(tiny_run), str(dataset / "images"), "--out", str(dataset)], tmp_path,
+                        check=False)
     assert proc.returncode == 2 and "contains the input" in proc.stderr
     assert _tree(dataset) == before
 
@@ -310,12 +311,12 @@ def test_a_refused_relaunch_keeps_what_resume_replays(tmp_path):
             "trainer.max_epochs=1", "callbacks.progress_bar=false",
             *RUN]
     run = tmp_path / "run"
-    run_cli(["train", *tiny, f"hydra.run.dir={run}"], tmp_path)
+    run_cli_here(["train", *tiny, f"hydra.run.dir={run}"], tmp_path)
     saved = (run / ".hydra" / "overrides.yaml").read_text()
-    proc = run_cli(["train", *tiny, f"hydra.run.dir={run}", "seed=5"], tmp_path, check=False)
+    proc = run_cli_here(["train", *tiny, f"hydra.run.dir={run}", "seed=5"], tmp_path, check=False)
     assert proc.returncode == 2 and "seed differ" in proc.stderr
     assert (run / ".hydra" / "overrides.yaml").read_text() == saved
-    proc = run_cli(["train", f"resume={run}", "trainer.max_epochs=2"], tmp_path, check=False)
+    proc = run_cli_here(["train", f"resume={run}", "trainer.max_epochs=2"], tmp_path, check=False)
     assert proc.returncode == 2 and "last.ckpt was deleted" in proc.stderr  # not "seed differ"
     assert read_status(run) == "complete" and (run / ".hydra" / "overrides.yaml").read_text() == saved
 
