@@ -295,9 +295,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, float]:
     if cfg.get("chain_stage"):  # a chain stage's strategy against forgetting (musclelab.strategies)
         from musclelab.strategies import attach_stage
 
-        extra_s = attach_stage(cfg, task, dm, build_datamodule)
+        cost = attach_stage(cfg, task, dm, build_datamodule)
         if is_rank_zero():
-            atomic_write_json(run_dir / "strategy_cost.json", {"extra_seconds": round(extra_s, 3)})
+            atomic_write_json(run_dir / "strategy_cost.json", cost)
     run_name, group = _sweep_group(run_dir)
     if not cfg.resume:  # trained from the start: a new W&B run, never the id of an earlier attempt in this dir
         (run_dir / WANDB_ID_FILE).unlink(missing_ok=True)

@@ -12,8 +12,11 @@ seeds — are averaged first: the unit of analysis is the ordering):
   forward transfer (Lopez-Paz & Ranzato 2017) from ``chain_metrics.json`` ``fwt`` (needs a random-init baseline);
 * the stability curve: the test Dice on the ordering's first data set after every stage (orderings of the full
   length), a table and ``fig_stability_<model>.png`` (one line per strategy);
-* training cost: wall seconds per stage (chain.json ``train_seconds`` + ``extra_seconds``, each cached stage
-  once) and its ratio to naive;
+* training cost: the median wall seconds of a stage after the first (chain.json ``train_seconds`` +
+  ``extra_seconds``, each cached stage once; stage 0 is the same shared training for every strategy, so it is left
+  out) and its ratio to naive's. The median, not the mean: on a shared machine one stage trained under load
+  can take ten times the others and would decide a mean (``train_seconds`` of a resumed stage counts its kept
+  epochs only, :func:`musclelab.studies.chain._record_seconds`);
 * findings (:func:`strategy_findings`), paired by ordering (the same ordering under two strategies is a pair).
 
 ``strategies.csv`` holds one row per model × strategy. No torch import.
@@ -94,10 +97,13 @@ def _by_ordering(chains: list[Chain], model: str, strategy: str, key: str) -> pd
 
 
 def _stage_seconds(chains: list[Chain]) -> np.ndarray:
-    """Wall seconds of every stage of ``chains`` that recorded it, each cached stage (key) once."""
+    """Wall seconds of every stage after the first of ``chains`` that recorded it, each cached stage (key) once
+    (stage 0 is the same shared training for every strategy: it says nothing about a strategy's cost)."""
     seen: dict[str, float] = {}
     for c in chains:
         for i, sec in enumerate(c.stage_seconds):
+            if i == 0:
+                continue
             key = c.stage_keys[i] if i < len(c.stage_keys) and c.stage_keys[i] else f"{c.rel}#{i}"
             if np.isfinite(sec):
                 seen.setdefault(key, float(sec))
@@ -138,7 +144,8 @@ def stability_table(chains: list[Chain]) -> pd.DataFrame:
 def strategy_table(chains: list[Chain]) -> pd.DataFrame:
     """``strategies.csv``: one row per model × strategy — settings, orderings (count and list), mean and sd over
     orderings of ACC, BWT, forgetting and forward transfer, the stability curve (first data set's Dice after
-    every stage), seconds per stage (mean over its stages, each cached stage once) and its ratio to naive."""
+    every stage), seconds per stage (the median over its stages after the first, each cached stage once) and its
+    ratio to naive's."""
     stab = stability_table(chains)
     rows = []
     for model in dict.fromkeys(c.model for c in chains):
@@ -160,9 +167,9 @@ def strategy_table(chains: list[Chain]) -> pd.DataFrame:
                 row[f"first_{col}"] = float(st[col].iloc[0]) if len(st) else math.nan
             sec = _stage_seconds(these)
             row["stages_timed"] = int(sec.size)
-            row["seconds_per_stage"] = float(sec.mean()) if sec.size else math.nan
-            row["cost_vs_naive"] = (float(sec.mean() / naive_sec.mean()) if sec.size and naive_sec.size
-                                    and naive_sec.mean() > 0 else math.nan)
+            row["seconds_per_stage"] = float(np.median(sec)) if sec.size else math.nan
+            row["cost_vs_naive"] = (float(np.median(sec) / np.median(naive_sec)) if sec.size and naive_sec.size
+                                    and np.median(naive_sec) > 0 else math.nan)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -300,9 +307,11 @@ def strategies_markdown(chains: list[Chain], figures: dict[str, str]) -> list[st
              "Dice after stage i on the ordering's j-th data set, T stages), as Avalanche computes them: ACC = "
              "mean_j R[T, j]; BWT = mean_{j<T} (R[T, j] − R[j, j]); forgetting = mean_{j<T} (max_{j≤l<T} "
              "R[l, j] − R[T, j]); forward transfer (Lopez-Paz & Ranzato 2017) = mean_{i≥2} (R[i−1, i] − b_i), "
-             "b_i a random-init model's Dice (`chain_metrics.json` `fwt`; – without a baseline). Seconds per "
-             "stage: wall time of a stage's training (each cached stage once: every strategy's first stage is "
-             "the same training), and its ratio to naive.", ""]
+             "b_i a random-init model's Dice (`chain_metrics.json` `fwt`; – without a baseline). s / stage: the "
+             "median wall seconds of a stage after the first (its training plus the strategy's own work, e.g. "
+             "the Fisher or the memory; each cached stage once; the first stage is the same shared training for "
+             "every strategy and left out; a resumed stage counts its kept epochs only), and its ratio to "
+             "naive's. Wall times: measured on whatever load the machine had.", ""]
     shown = []
     for model in dict.fromkeys(c.model for c in chains):
         mine = [c for c in chains if c.model == model]

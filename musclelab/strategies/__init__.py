@@ -51,15 +51,17 @@ def strategy_of(study: Any) -> tuple[str, dict[str, Any]]:
     return name, settings
 
 
-def attach_stage(cfg: Any, task: Any, dm: Any, build_datamodule: Any) -> float:
-    """Build the strategy of a chain stage (``cfg.chain_stage``) into ``task`` / ``dm``; returns the extra wall
-    seconds it took (0 for a stage without one)."""
+def attach_stage(cfg: Any, task: Any, dm: Any, build_datamodule: Any) -> dict[str, Any]:
+    """Build the strategy of a chain stage (``cfg.chain_stage``) into ``task`` / ``dm``; returns what
+    ``strategy_cost.json`` records: ``extra_seconds`` (the wall seconds of the strategy's own work in this
+    attempt; 0 for a stage without one) and the strategy's notes (e.g. EWC's ``fisher_reused``)."""
     spec = cfg.get("chain_stage")
     if not spec:
-        return 0.0
+        return {"extra_seconds": 0.0}
     from omegaconf import OmegaConf
 
     plain = OmegaConf.to_container(spec, resolve=True)
     ctx = StageContext(cfg=cfg, index=int(plain["index"]), settings=dict(plain.get("settings") or {}),
                        earlier=list(plain["earlier"]), build_datamodule=build_datamodule)
-    return float(check_strategy(plain["strategy"])().attach(ctx, task, dm))
+    seconds = float(check_strategy(plain["strategy"])().attach(ctx, task, dm))
+    return {"extra_seconds": round(seconds, 3), **ctx.notes}

@@ -37,7 +37,9 @@ def diagonal_fisher(net: torch.nn.Module, loss_fn: Any, loader: Any, n_batches: 
 
 
 def stage_fisher(ctx: StageContext, j: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float]:
-    """(Fisher, anchor weights, seconds it took to compute) of earlier stage ``j``, cached in its directory."""
+    """(Fisher, anchor weights, seconds spent computing it in this call) of earlier stage ``j``, cached in its
+    directory: a Fisher read from the cache (computed by an earlier stage or another ordering or strategy run that
+    shares stage ``j``) costs 0 here; its cost was counted once, by the stage that computed it."""
     from musclelab.evaluation.tester import load_for_test
 
     run_dir = Path(ctx.earlier[j]["run_dir"])
@@ -49,6 +51,7 @@ def stage_fisher(ctx: StageContext, j: int) -> tuple[dict[str, torch.Tensor], di
     path, meta = run_dir / f"ewc_fisher-{key}.pt", run_dir / f"ewc_fisher-{key}.json"
     model = load_for_test(ckpt, ctx.spatial_dims)
     anchor = {n: p.detach().clone() for n, p in model.net.named_parameters()}
+    seconds = 0.0
     with file_lock(run_dir.with_name(run_dir.name + ".fisher.lock"), what=f"Fisher of {run_dir.name}"):
         if not path.exists():
             t0 = time.perf_counter()
@@ -63,9 +66,10 @@ def stage_fisher(ctx: StageContext, j: int) -> tuple[dict[str, torch.Tensor], di
             buf = io.BytesIO()
             torch.save(fisher, buf)
             atomic_write_bytes(path, buf.getvalue())
-            atomic_write_json(meta, {"seconds": time.perf_counter() - t0, "fisher_batches": n_batches})
+            seconds = time.perf_counter() - t0
+            atomic_write_json(meta, {"seconds": seconds, "fisher_batches": n_batches})
     fisher = torch.load(path, map_location="cpu", weights_only=True)
-    return fisher, anchor, float(json.loads(meta.read_text())["seconds"])
+    return fisher, anchor, seconds
 
 
 class EWCPenalty:
@@ -106,4 +110,7 @@ class EWC(Strategy):
         else:
             terms = [(f, a) for f, a, _ in per_stage]
         task.stage_terms.append(EWCPenalty(terms, float(s.get("lambda", 1000.0))))
-        return per_stage[-1][2]   # this stage's new cost: the Fisher of its parent
+        # the Fishers this stage computed count as its cost; the reused ones were counted where they were computed
+        ctx.notes["fisher_computed"] = [ctx.earlier[j]["dataset"] for j, fs in enumerate(per_stage) if fs[2] > 0]
+        ctx.notes["fisher_reused"] = [ctx.earlier[j]["dataset"] for j, fs in enumerate(per_stage) if fs[2] == 0]
+        return float(sum(fs[2] for fs in per_stage))

@@ -289,11 +289,14 @@ def ensure_stage(plan: StagePlan, train_fn: Callable[[DictConfig], Any] | None =
         atomic_write_json(plan.run_dir / "stage.json", {"key": plan.key, "dataset": plan.dataset,
                                                         "index": plan.index, "inputs": plan.inputs})
         before = _stage_seconds(plan.run_dir) if result.resumed else {}
-        t0 = time.perf_counter()
+        (plan.run_dir / "strategy_cost.json").unlink(missing_ok=True)  # written anew by this attempt's train()
+        t0, started = time.perf_counter(), time.time()
         try:
             train_fn(cfg)
-        finally:  # recorded also for a stage that dies: a resumed stage adds its attempts up
-            _record_seconds(plan.run_dir, before, time.perf_counter() - t0)
+        except BaseException:  # an interrupted attempt: only the time up to its last checkpoint is kept
+            _record_seconds(plan.run_dir, before, time.perf_counter() - t0, kept=_kept_seconds(plan.run_dir, started))
+            raise
+        _record_seconds(plan.run_dir, before, time.perf_counter() - t0)
         result.trained = True
         if _complete(plan.run_dir):
             _drop_resume_checkpoint(plan.run_dir)
@@ -319,14 +322,32 @@ def _stage_seconds(run_dir: Path) -> dict[str, float]:
     return {}
 
 
-def _record_seconds(run_dir: Path, before: Mapping[str, float], wall: float) -> None:
-    """Wall seconds of training (``train_seconds``) and of the strategy's extra work (``extra_seconds``:
-    Fisher, memory, ...) into ``stage_time.json``."""
+def _kept_seconds(run_dir: Path, started: float) -> float:
+    """Wall seconds of an interrupted attempt (begun at epoch time ``started``) that the stage keeps: up to the
+    last write of ``last.ckpt``, where the next attempt resumes (0 when this attempt wrote none)."""
+    last = run_dir / CHECKPOINT_DIR / "last.ckpt"
+    return max(0.0, last.stat().st_mtime - started) if last.exists() else 0.0
+
+
+def _record_seconds(run_dir: Path, before: Mapping[str, float], wall: float, kept: float | None = None) -> None:
+    """A stage's cost into ``stage_time.json``: ``train_seconds`` (the wall seconds of the training the finished
+    stage is made of: the finishing attempt's wall time plus, of every earlier interrupted attempt, the time up to
+    its last checkpoint -- the epochs the resume continued from; lost epochs and waiting are not training cost),
+    ``extra_seconds`` (the strategy's own work, Fisher, memory, ...: ``strategy_cost.json`` of each attempt, summed),
+    ``attempts`` and ``attempt_seconds`` (every attempt's whole wall time, for the record). ``kept``: this attempt
+    was interrupted and keeps that many seconds (``None``: it finished)."""
     cost = run_dir / "strategy_cost.json"
     extra = float(json.loads(cost.read_text())["extra_seconds"]) if cost.exists() else 0.0
-    record = {"train_seconds": round(float(before.get("train_seconds", 0.0)) + wall - extra, 3)}
+    used = wall if kept is None else min(kept, wall)
+    record: dict[str, Any] = {
+        "train_seconds": round(float(before.get("train_seconds", 0.0)) + max(used - extra, 0.0), 3),
+        "attempts": int(before.get("attempts", 1 if before.get("train_seconds") is not None else 0)) + 1,
+        "attempt_seconds": [*before.get("attempt_seconds", []), round(wall, 3)]}
     if cost.exists():
         record["extra_seconds"] = round(float(before.get("extra_seconds", 0.0)) + extra, 3)
+        notes = {k: v for k, v in json.loads(cost.read_text()).items() if k != "extra_seconds"}
+        if notes:
+            record["strategy_notes"] = notes
     if run_dir.exists():
         atomic_write_json(run_dir / TIME_FILE, record)
 
