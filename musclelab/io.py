@@ -74,6 +74,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     return Path(path)
 
 
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically: streamed into a temporary file beside it (no second copy of a
+    large checkpoint in memory), fsynced and renamed, so ``path`` is the previous file or the new one."""
+    import torch  # here: this module is imported by code that never needs torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Atomically write UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))

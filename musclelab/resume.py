@@ -10,7 +10,7 @@
   ints, so checkpoints still load with ``weights_only=True``.
 * :class:`AtomicCheckpointIO`: Lightning writes a checkpoint by truncating the file and writing into it, so a
   kill during the write leaves a truncated ``last.ckpt`` that the next ``resume=`` trusts; this plug-in writes a
-  temporary file (fsynced) and renames it (:func:`musclelab.io.atomic_path`): the previous file or the new one.
+  temporary file (fsynced) and renames it (:func:`musclelab.io.atomic_torch_save`): the previous file or the new one.
 * :func:`before_run`: a complete run is never modified. Run again into its directory with the same config, or
   given as ``resume=``, it says so and does nothing; with a different config it is refused naming the keys
   (before any file, W&B id included, is touched). ``resume=`` may only change :data:`RESUME_CHANGES`
@@ -46,7 +46,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
 
-from musclelab.io import atomic_path
+from musclelab.io import atomic_torch_save
 from musclelab.outputs.status import STATUS_FILE, mark_failed, read_status, write_status
 
 log = logging.getLogger(__name__)
@@ -191,10 +191,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError("AtomicCheckpointIO does not take storage_options")
         # streamed into the temporary file: no second copy of the checkpoint in memory (a 640 MB Adam state of
         # FCN-ResNet101 took 5.6 s through a BytesIO on a fresh process, 0.9 s streamed)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        atomic_torch_save(checkpoint, path)
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         # weights_only: only tensors and plain values are unpickled (no code from a checkpoint file runs)

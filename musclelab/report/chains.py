@@ -26,6 +26,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import matplotlib
@@ -126,6 +127,7 @@ class Chain:
                 out[:, j] = [_float(self.matrix.iloc[i][d]) for i in range(T)]
         return out
 
+    @cached_property
     def scores(self) -> dict[str, float]:
         """ACC, BWT and average forgetting of this chain (:data:`CHAIN_METRICS`) from its forgetting matrix, by
         the definitions of :mod:`musclelab.studies.forgetting` that wrote ``chain_metrics.json``: the paper's
@@ -421,9 +423,9 @@ def _speed_pairs(chains: list[Chain]) -> dict[str, dict]:
 
 
 def _score(c: Chain, key: str) -> float:
-    """``key`` of one chain: ACC / BWT / average forgetting from its matrix (:meth:`Chain.scores`), any other
+    """``key`` of one chain: ACC / BWT / average forgetting from its matrix (:attr:`Chain.scores`), any other
     key (``avg_scratch_gain``, ``fwt``) from its ``chain_metrics.json``."""
-    return c.scores()[key] if key in CHAIN_METRICS else _float(c.metrics.get(key))
+    return c.scores[key] if key in CHAIN_METRICS else _float(c.metrics.get(key))
 
 
 def _metric(chains: list[Chain], key: str) -> np.ndarray:

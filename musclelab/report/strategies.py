@@ -5,7 +5,7 @@ Reads the :class:`~musclelab.report.chains.Chain` objects of a study whose chain
 strategy, over its orderings of two or more stages (chains of the same model, strategy and ordering — several
 seeds — are averaged first: the unit of analysis is the ordering):
 
-* ACC, BWT and forgetting computed from each chain's forgetting matrix (:meth:`Chain.scores`, the definitions
+* ACC, BWT and forgetting computed from each chain's forgetting matrix (:attr:`Chain.scores`, the definitions
   of :mod:`musclelab.studies.forgetting`, as Avalanche computes them; test Dice ``R[i, j]`` after stage ``i`` on
   the ``j``-th data set of the ordering, ``T`` stages): ACC = mean_j R[T, j];
   BWT = mean_{j<T} (R[T, j] − R[j, j]); forgetting of j = max_{j≤l<T} R[l, j] − R[T, j], averaged over j < T;
@@ -74,9 +74,9 @@ def _strategies(chains: list[Chain]) -> list[str]:
 
 
 def chain_scores(chain: Chain) -> dict[str, float]:
-    """ACC, BWT and forgetting of one chain from its matrix (:meth:`Chain.scores`: the definitions the paper's
+    """ACC, BWT and forgetting of one chain from its matrix (:attr:`Chain.scores`: the definitions the paper's
     findings use too) and ``fwt`` from its ``chain_metrics.json`` (NaN when absent or null)."""
-    own = chain.scores()
+    own = chain.scores
     try:
         fwt = float(chain.metrics.get("fwt"))
     except (TypeError, ValueError):

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from musclelab.io import atomic_write_bytes, atomic_write_json, file_lock
+from musclelab.io import atomic_torch_save, atomic_write_json, file_lock
 from musclelab.strategies.base import STRATEGIES, Strategy, StageContext
 
 
@@ -61,11 +61,7 @@ def stage_fisher(ctx: StageContext, j: int) -> tuple[dict[str, torch.Tensor], di
                 loader = torch.utils.data.DataLoader(dm.datasets["train"], batch_size=int(ctx.cfg.data.batch_size),
                                                      shuffle=False)
                 fisher = diagonal_fisher(model.net, model.loss_fn, loader, n_batches)
-            import io
-
-            buf = io.BytesIO()
-            torch.save(fisher, buf)
-            atomic_write_bytes(path, buf.getvalue())
+            atomic_torch_save(fisher, path)
             seconds = time.perf_counter() - t0
             atomic_write_json(meta, {"seconds": seconds, "fisher_batches": n_batches})
     fisher = torch.load(path, map_location="cpu", weights_only=True)

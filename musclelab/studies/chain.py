@@ -336,16 +336,17 @@ def _record_seconds(run_dir: Path, before: Mapping[str, float], wall: float, kep
     ``extra_seconds`` (the strategy's own work, Fisher, memory, ...: ``strategy_cost.json`` of each attempt, summed),
     ``attempts`` and ``attempt_seconds`` (every attempt's whole wall time, for the record). ``kept``: this attempt
     was interrupted and keeps that many seconds (``None``: it finished)."""
-    cost = run_dir / "strategy_cost.json"
-    extra = float(json.loads(cost.read_text())["extra_seconds"]) if cost.exists() else 0.0
+    cost_file = run_dir / "strategy_cost.json"
+    cost = json.loads(cost_file.read_text()) if cost_file.exists() else None
+    extra = float(cost["extra_seconds"]) if cost is not None else 0.0
     used = wall if kept is None else min(kept, wall)
     record: dict[str, Any] = {
         "train_seconds": round(float(before.get("train_seconds", 0.0)) + max(used - extra, 0.0), 3),
         "attempts": int(before.get("attempts", 1 if before.get("train_seconds") is not None else 0)) + 1,
         "attempt_seconds": [*before.get("attempt_seconds", []), round(wall, 3)]}
-    if cost.exists():
+    if cost is not None:
         record["extra_seconds"] = round(float(before.get("extra_seconds", 0.0)) + extra, 3)
-        notes = {k: v for k, v in json.loads(cost.read_text()).items() if k != "extra_seconds"}
+        notes = {k: v for k, v in cost.items() if k != "extra_seconds"}
         if notes:
             record["strategy_notes"] = notes
     if run_dir.exists():
@@ -569,13 +570,9 @@ def random_baseline(base_cfg: DictConfig, first: str, datasets: Mapping[str, Any
                         "pytorch-lightning_version": pl.__version__}
                 add_to_checkpoint(ckpt, task.hparams)
                 (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-                import io
+                from musclelab.io import atomic_torch_save
 
-                from musclelab.io import atomic_write_bytes
-
-                buf = io.BytesIO()
-                torch.save(ckpt, buf)
-                atomic_write_bytes(run_dir / CHECKPOINT_DIR / "best.ckpt", buf.getvalue())
+                atomic_torch_save(ckpt, run_dir / CHECKPOINT_DIR / "best.ckpt")
                 atomic_write_json(run_dir / "stage.json", {"key": key, "kind": "random_init", "inputs": inputs})
                 write_status(run_dir, "complete", metrics={})
     evaluation = evaluate_stage(plan, datasets, datamodules)
